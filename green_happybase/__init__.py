@@ -1,6 +1,7 @@
 """green_happybase: a gevent-native connection pool for HappyBase."""
 import logging
 
+from .connection import GreenConnection
 from .errors import (
     ConnectionFailed,
     LeaseError,
@@ -9,10 +10,13 @@ from .errors import (
     PoolExhausted,
     ReplyMismatch,
 )
+from .pool import ConnectionPool
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConnectionPool",
+    "GreenConnection",
     "ConnectionFailed",
     "LeaseError",
     "PoolClosed",

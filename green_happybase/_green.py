@@ -1,0 +1,46 @@
+"""The one seam through which the pool uses gevent.
+
+Everything here belongs to the hub of the thread that uses it: a pool serves
+the greenlets of one hub. The pool imports gevent's primitives directly, never
+the stdlib's, so a pool built before ``gevent.monkey.patch_all()`` behaves
+exactly like one built after.
+"""
+
+import os
+
+from gevent import getcurrent, get_hub, sleep, spawn
+from gevent import socket as green_socket
+from gevent.event import Event
+from gevent.hub import Waiter
+from gevent.monkey import get_original
+from gevent.queue import LifoQueue
+from gevent.timeout import Timeout
+
+__all__ = [
+    "Event",
+    "LifoQueue",
+    "Timeout",
+    "Waiter",
+    "get_hub",
+    "getcurrent",
+    "green_socket",
+    "poll",
+    "sleep",
+    "spawn",
+]
+
+# The health check must never yield: it asks the kernel directly, even when
+# gevent has patched the select module.
+poll = get_original("select", "poll")
+
+#: This process's id, kept current across ``os.fork()`` so that the hot path
+#: compares a number instead of making a system call.
+pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global pid
+    pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,115 @@
+"""The Thrift servers a pool connects to, and their back-off after failures."""
+
+import logging
+import random
+import time
+from typing import List, Sequence, Tuple, Union
+
+__all__ = ["Host", "HostList", "parse_hosts"]
+
+logger = logging.getLogger("green_happybase")
+
+#: One Thrift server: ``"host:port"``, ``"host"`` or ``(host, port)``.
+HostSpec = Union[str, Tuple[str, int]]
+
+
+def parse_hosts(hosts: Sequence[HostSpec], default_port: int) -> List[Tuple[str, int]]:
+    """Turn ``['a:9090', 'b', ('c', 9091)]`` into ``[(host, port), ...]``."""
+    if isinstance(hosts, (str, bytes)) or not hasattr(hosts, "__iter__"):
+        raise TypeError("'hosts' must be a list of 'host:port' strings, got %r" % (hosts,))
+    parsed = []
+    for spec in hosts:
+        if isinstance(spec, tuple) and len(spec) == 2:
+            host, port = spec
+        elif isinstance(spec, str):
+            host, sep, port_text = spec.rpartition(":")
+            if not sep:
+                host, port = spec, default_port
+            elif port_text.isdigit():
+                port = int(port_text)
+            else:
+                raise ValueError("'hosts' entry %r has no valid port" % (spec,))
+        else:
+            raise TypeError("'hosts' entry %r is not a 'host:port' string" % (spec,))
+        if not host or not isinstance(host, str):
+            raise ValueError("'hosts' entry %r has no host name" % (spec,))
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError("'hosts' entry %r has no valid port" % (spec,))
+        parsed.append((host, port))
+    if not parsed:
+        raise ValueError("'hosts' must name at least one server, got %r" % (hosts,))
+    return parsed
+
+
+class Host:
+    """A Thrift server, its open connections and its back-off state."""
+
+    __slots__ = ("host", "port", "address", "open", "connects_total",
+                 "connect_errors_total", "failures", "retry_at")
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.address = "%s:%d" % (host, port)
+        self.open = 0
+        self.connects_total = 0
+        self.connect_errors_total = 0
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def stats(self, now: float) -> dict:
+        return {
+            "open": self.open,
+            "connects_total": self.connects_total,
+            "connect_errors_total": self.connect_errors_total,
+            "failures": self.failures,
+            "retry_in": max(0.0, self.retry_at - now),
+        }
+
+
+class HostList:
+    """Round-robin over the servers, skipping those that are backing off.
+
+    The rotation starts at a random server so that many processes started
+    together do not all open their first connection to the same one.
+    """
+
+    def __init__(self, addresses: Sequence[Tuple[str, int]],
+                 retry_interval: float, retry_max: float) -> None:
+        self.hosts = [Host(host, port) for host, port in addresses]
+        self._next = random.randrange(len(self.hosts))
+        self._retry_interval = retry_interval
+        self._retry_max = retry_max
+
+    def candidates(self, now: float) -> Tuple[List[Host], List[Host]]:
+        """The servers to try in order, and those backing off.
+
+        Each call moves the rotation one step, which spreads new
+        connections over the servers.
+        """
+        count = len(self.hosts)
+        start = self._next
+        self._next = (start + 1) % count
+        ready, waiting = [], []
+        for i in range(count):
+            host = self.hosts[(start + i) % count]
+            (ready if host.retry_at <= now else waiting).append(host)
+        return ready, waiting
+
+    def failed(self, host: Host, error: BaseException) -> None:
+        host.connect_errors_total += 1
+        host.failures += 1
+        delay = self._retry_interval * 2 ** min(host.failures - 1, 32)
+        # Jitter keeps clients that failed together from retrying together.
+        delay = min(self._retry_max, delay * random.uniform(0.8, 1.2))
+        host.retry_at = time.monotonic() + delay
+        logger.warning("cannot connect to %s (%s); retrying it in %.2f s",
+                       host.address, error, delay)
+
+    def succeeded(self, host: Host) -> None:
+        host.connects_total += 1
+        if host.failures:
+            logger.info("%s is reachable again after %d failed attempt(s)",
+                        host.address, host.failures)
+            host.failures = 0
+            host.retry_at = 0.0
