@@ -65,7 +65,7 @@ class _CheckedClient(TClient):
         super().__init__(Hbase, protocol)
         self._connection = connection
 
-    def _send(self, _api, **kwargs):
+    def _req(self, _api, *args, **kwargs):
         connection = self._connection
         if connection._owner is not _green.getcurrent():
             raise LeaseError(
@@ -77,9 +77,12 @@ class _CheckedClient(TClient):
             # An earlier call on this lease was interrupted: its reply may
             # still be on the wire, so continue on a fresh socket.
             connection._pool._renew(connection)
-            return connection.client._send(_api, **kwargs)
+            return connection.client._req(_api, *args, **kwargs)
+        return super()._req(_api, *args, **kwargs)
+
+    def _send(self, _api, **kwargs):
         self._seqid = self._seqid % _MAX_SEQID + 1
-        connection._in_call = True
+        self._connection._in_call = True
         super()._send(_api, **kwargs)
 
     def _recv(self, _api):

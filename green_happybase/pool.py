@@ -280,6 +280,7 @@ class ConnectionPool:
         self._reset()
         self._closed = False
         self._drained: Optional[Any] = None
+        self._constructed = False  # the maintainer waits for the constructor
         logger.debug("pool %s: size %d, servers %s", self.name, size,
                      ", ".join(h.address for h in self._hosts.hosts))
         if autoconnect:
@@ -290,6 +291,9 @@ class ConnectionPool:
             except BaseException:
                 self.close()
                 raise
+        self._constructed = True
+        if autoconnect:
+            self._start_maintainer()
 
     @staticmethod
     def _check_connection_kwargs(kwargs: Dict[str, Any]) -> Dict[str, Any]:
@@ -641,8 +645,8 @@ class ConnectionPool:
             raise
         self._n_open += 1
         conn._host.open += 1
-        if self._maintainer is None and not self._closed:
-            self._maintainer = _green.spawn(self._maintain, _green.pid)
+        if self._maintainer is None and self._constructed:
+            self._start_maintainer()
         if self._on_connect is not None:
             self._call_hook(self._on_connect, conn)
         return conn
@@ -723,6 +727,10 @@ class ConnectionPool:
             logger.exception("pool %s: hook %r failed", self.name, hook)
 
     # -- background work and fork --------------------------------------------
+
+    def _start_maintainer(self) -> None:
+        if not self._closed:
+            self._maintainer = _green.spawn(self._maintain, _green.pid)
 
     def _maintain(self, pid: int) -> None:
         """Refill to *min_size*, close idle and expired connections, warn of leaks."""
