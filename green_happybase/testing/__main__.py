@@ -20,7 +20,7 @@ import gevent
 from gevent.event import Event
 from gevent.fileobject import FileObjectPosix
 
-from .server import CONTROL_METHODS, HBaseServer
+from .server import _CONTROL_METHODS, HBaseServer
 
 log = logging.getLogger("green_happybase.testing")
 
@@ -46,7 +46,7 @@ def _answer(server: HBaseServer, line: bytes) -> dict:
     try:
         request = json.loads(line)
         method = request["method"]
-        if method not in CONTROL_METHODS:
+        if method not in _CONTROL_METHODS:
             raise ValueError("unknown control method %r" % (method,))
         return {"result": getattr(server, method)(*request.get("args", []))}
     except Exception as exc:

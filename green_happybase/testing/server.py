@@ -15,10 +15,11 @@ import socket
 import struct
 import sys
 import tempfile
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import gevent
 import gevent.lock
+import gevent.socket
 import gevent.subprocess
 from gevent.pool import Group
 from gevent.server import StreamServer
@@ -59,7 +60,7 @@ _EXIT_TIMEOUT = 10.0
 _KILL_TIMEOUT = 5.0
 
 # Control-channel methods of the child process, and the errors it forwards.
-CONTROL_METHODS = frozenset(
+_CONTROL_METHODS = frozenset(
     ["set_latency", "drop_connections", "refuse_connections", "stop", "start",
      "close_after", "stats"]
 )
@@ -143,10 +144,13 @@ class _GreenServer:
     # Listening
 
     def _listen(self) -> None:
-        listener = StreamServer((self.host, self.port), self._serve, spawn=self._clients.spawn)
+        listener = StreamServer((self.host, self.port), self._serve, spawn=self._spawn_client)
         listener.start()
-        self.port = listener.server_port
+        self.port = listener.socket.getsockname()[1]
         self._listener = listener
+
+    def _spawn_client(self, func: Any, /, *args: Any, **kwargs: Any) -> gevent.Greenlet:
+        return self._clients.spawn(func, *args, **kwargs)
 
     def _unlisten(self) -> None:
         if self._listener is not None:
@@ -206,7 +210,7 @@ class _GreenServer:
 
     # Serving
 
-    def _serve(self, sock: socket.socket, address: Tuple[Any, ...]) -> None:
+    def _serve(self, sock: gevent.socket.socket, address: Any) -> None:
         self._accepted += 1
         peer = "%s:%s" % address[:2]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -283,6 +287,20 @@ def _internal_error(api: str, exc: Exception) -> TApplicationException:
     )
 
 
+def _readline(stream: Any, seconds: float) -> bytes:
+    """One line from a child's pipe; ``b""`` at its end or after ``seconds``."""
+    timer = gevent.Timeout(seconds)
+    timer.start()
+    try:
+        return stream.readline()
+    except gevent.Timeout as exc:
+        if exc is not timer:
+            raise
+        return b""
+    finally:
+        timer.close()
+
+
 class _ChildServer:
     """A server in a child process, driven by JSON lines on its stdin."""
 
@@ -291,6 +309,8 @@ class _ChildServer:
         self.port = port
         self._args = ["--transport", transport, "--protocol", protocol]
         self._proc: Optional[gevent.subprocess.Popen] = None
+        self._stdin: Any = None
+        self._stdout: Any = None
         self._stderr: Any = None
         self._lock = gevent.lock.Semaphore()
         self._closed = False
@@ -316,9 +336,8 @@ class _ChildServer:
             cmd, stdin=gevent.subprocess.PIPE, stdout=gevent.subprocess.PIPE,
             stderr=self._stderr,
         )
-        line = b""
-        with gevent.Timeout(_STARTUP_TIMEOUT, False):
-            line = self._proc.stdout.readline()
+        self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
+        line = _readline(self._stdout, _STARTUP_TIMEOUT)
         words = line.decode("utf-8", "replace").split()
         if len(words) == 3 and words[:2] == ["listening", "on"]:
             self.host, _, port = words[2].rpartition(":")
@@ -348,12 +367,10 @@ class _ChildServer:
         if proc is None or self._closed:
             raise RuntimeError("the server is not running")
         request = json.dumps({"method": method, "args": list(args)}).encode("utf-8") + b"\n"
-        line = b""
         with self._lock:
-            proc.stdin.write(request)
-            proc.stdin.flush()
-            with gevent.Timeout(_CONTROL_TIMEOUT, False):
-                line = proc.stdout.readline()
+            self._stdin.write(request)
+            self._stdin.flush()
+            line = _readline(self._stdout, _CONTROL_TIMEOUT)
         if not line:
             raise RuntimeError(self._failure("did not answer %s()" % method, line))
         reply = json.loads(line)
@@ -385,8 +402,8 @@ class _ChildServer:
         if proc.returncode != 0:
             log.warning("embedded HBase server (pid %s) exited with code %s",
                         proc.pid, proc.returncode)
-        proc.stdin.close()
-        proc.stdout.close()
+        self._stdin.close()
+        self._stdout.close()
         self._stderr.close()
 
     def set_latency(self, seconds: float) -> None:
