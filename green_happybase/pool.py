@@ -157,9 +157,8 @@ class ConnectionPool:
         background after losses (default 0)
     :param int max_idle: the most idle connections kept; a connection
         returned beyond it is closed (default: *size*)
-    :param float idle_timeout: seconds after which an idle connection is
-        closed (and, within *min_size*, replaced by a fresh one); below
-        HBase's 60 s idle cut by default (default 50)
+    :param float idle_timeout: seconds after which an idle connection above
+        *min_size* is closed; below HBase's 60 s idle cut (default 50)
     :param float max_lifetime: seconds after which a connection is closed
         when next returned, less a random 0-10 % so that connections made
         together do not expire together (default 3600; ``None``: never)
@@ -748,17 +747,21 @@ class ConnectionPool:
             _green.sleep(interval)
 
     def _expire_idle(self) -> None:
+        """Close expired idle connections, and long-idle ones above *min_size*."""
         now = time.monotonic()
-        keep = []
+        idle = []
         while self._n_idle:
-            conn = self._pop_idle()
+            idle.append(self._pop_idle())
+        keep = []
+        for conn in reversed(idle):  # oldest first
             if now >= conn._expires:
                 self._discard(conn, "max_lifetime")
-            elif self._idle_timeout is not None and now - conn._last_used >= self._idle_timeout:
+            elif (self._idle_timeout is not None and self._n_open > self.min_size
+                    and now - conn._last_used >= self._idle_timeout):
                 self._discard(conn, "idle_timeout")
             else:
                 keep.append(conn)
-        for conn in reversed(keep):  # oldest first, so the warmest stays on top
+        for conn in keep:  # oldest first, so the warmest ends on top
             self._idle.put(conn)
             self._n_idle += 1
 

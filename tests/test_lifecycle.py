@@ -1,0 +1,403 @@
+"""Lifecycle and resilience: restarts, storms, idle cuts, failover, fork, sizes."""
+
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+
+import gevent
+import pytest
+from gevent.event import Event
+
+from green_happybase import ConnectionFailed, ConnectionPool, PoolClosed, PoolError
+from green_happybase.testing import HBaseServer
+
+ROWS = 20
+
+
+def make_pool(server, size=4, **options):
+    return ConnectionPool(size, host=server.host, port=server.port, **options)
+
+
+def fill_table(pool):
+    with pool.connection() as conn:
+        if b"t" not in conn.tables():
+            conn.create_table("t", {"f": {}})
+        table = conn.table("t")
+        for i in range(ROWS):
+            table.put(b"row-%d" % i, {b"f:v": b"value-%d" % i})
+
+
+def ask(pool, key, **lease):
+    """One get; returns True when the answer belongs to the request."""
+    with pool.connection(**lease) as conn:
+        return conn.table("t").row(b"row-%d" % key)[b"f:v"] == b"value-%d" % key
+
+
+def balanced(pool):
+    stats = pool.stats()
+    return stats["open"] == stats["idle"] + stats["in_use"] and stats["in_use"] == 0
+
+
+class DiscardLog:
+    """An ``on_discard`` hook that lets a test wait for a given reason."""
+
+    def __init__(self):
+        self.reasons = []
+        self.events = {}
+
+    def __call__(self, conn, reason):
+        self.reasons.append(reason)
+        self.event(reason).set()
+
+    def event(self, reason):
+        return self.events.setdefault(reason, Event())
+
+
+def socket_fds():
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink("/proc/self/fd/" + fd).startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def test_restart_storm_recovers_with_right_answers(hbase_server):
+    """200 greenlets loop while the server stops and restarts."""
+    pool = make_pool(hbase_server, size=10, retry_interval=0.05, retry_max=0.2)
+    fill_table(pool)
+    stop, restarted = Event(), Event()
+    wrong, over_time, ok_after = [], [], []
+
+    def loop():
+        for _ in range(200):
+            if stop.is_set():
+                return
+            key = random.randrange(ROWS)
+            started = time.monotonic()
+            try:
+                right = ask(pool, key, timeout=1.0)
+            except (PoolError, OSError, Exception):
+                right = None
+            elapsed = time.monotonic() - started
+            if elapsed > 1.0 + 0.5:  # the socket and lease deadlines, with slack
+                over_time.append(elapsed)
+            if right is False:
+                wrong.append(key)
+            if right and restarted.is_set():
+                ok_after.append(1)
+            gevent.sleep(0.005)
+
+    workers = [gevent.spawn(loop) for _ in range(200)]
+    gevent.sleep(0.1)
+    hbase_server.stop()
+    gevent.sleep(0.3)
+    hbase_server.start()
+    restarted.set()
+    gevent.joinall(workers, timeout=60)
+    stop.set()
+    assert wrong == [] and over_time == []
+    assert len(ok_after) > 100
+    # Everyone succeeds again.
+    assert all(ask(pool, k, timeout=2) for k in range(ROWS))
+    assert balanced(pool)
+    pool.close()
+
+
+def test_storm_of_interruptions_loses_nothing():
+    """Thousands of leases, random timeouts and kills: no wrong answer, no leak."""
+    with HBaseServer(subprocess=True) as server:
+        server.set_latency(0.001)
+        pool = make_pool(server, size=8)
+        fill_table(pool)
+        wrong = []
+
+        def one():
+            key = random.randrange(ROWS)
+            try:
+                with gevent.Timeout(random.uniform(0, 0.02)):
+                    if not ask(pool, key):
+                        wrong.append(key)
+            except gevent.Timeout:
+                pass
+
+        for _ in range(20):
+            batch = [gevent.spawn(one) for _ in range(150)]
+            gevent.sleep(random.uniform(0, 0.003))
+            for victim in random.sample(batch, 20):
+                victim.kill(block=False)
+            gevent.joinall(batch, timeout=20)
+        stats = pool.stats()
+        assert wrong == []
+        assert stats["acquired_total"] > 1000  # of 3000 attempts
+        assert stats["discarded_total"] > 0
+        assert balanced(pool) and not pool._leases
+        assert socket_fds() == stats["open"]
+        pool.close()
+        assert socket_fds() == 0
+
+
+def test_idle_connections_cut_by_server_are_replaced_unseen(hbase_server):
+    pool = make_pool(hbase_server, size=4, min_size=3)
+    fill_table(pool)
+    hbase_server.drop_connections()
+    gevent.sleep(0)  # let the server's closes reach the wire
+    for key in range(ROWS):
+        assert ask(pool, key)
+    assert pool.stats()["discarded_total"] >= 1
+    pool.close()
+
+
+def test_failover_and_failback():
+    with HBaseServer() as a, HBaseServer() as b:
+        for server in (a, b):
+            setup = make_pool(server, size=1)
+            fill_table(setup)
+            setup.close()
+        pool = ConnectionPool(4, hosts=[a.address, b.address], retry_interval=0.05,
+                              retry_max=0.1, autoconnect=False)
+        holders = [gevent.spawn(_hold_briefly, pool) for _ in range(4)]
+        gevent.joinall(holders, timeout=5, raise_error=True)
+        per_host = pool.stats()["hosts"]
+        assert per_host[a.address]["open"] == 2 and per_host[b.address]["open"] == 2
+
+        a.stop()  # a dies: its connections are cut, new ones go to b
+        gevent.sleep(0)
+        askers = [gevent.spawn(ask, pool, key) for key in range(ROWS)]
+        gevent.joinall(askers, timeout=5, raise_error=True)
+        assert all(asker.value for asker in askers)
+        per_host = pool.stats()["hosts"]
+        assert per_host[a.address]["open"] == 0 and per_host[b.address]["open"] == 4
+
+        a.start()
+        gevent.sleep(0.15)  # a's back-off (retry_max) runs out
+        b.drop_connections()  # new connections are needed: a takes its share again
+        gevent.sleep(0)
+        holders = [gevent.spawn(_hold_briefly, pool) for _ in range(4)]
+        gevent.joinall(holders, timeout=5, raise_error=True)
+        per_host = pool.stats()["hosts"]
+        assert per_host[a.address]["open"] == 2 and per_host[b.address]["open"] == 2
+        pool.close()
+
+
+def _hold_briefly(pool):
+    with pool.connection() as conn:
+        conn.tables()
+        gevent.sleep(0.01)
+
+
+def test_every_host_backing_off_fails_at_once():
+    probe = gevent.socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    dead = "127.0.0.1:%d" % probe.getsockname()[1]
+    probe.close()
+    pool = ConnectionPool(2, hosts=[dead], retry_interval=30, autoconnect=False)
+    with pytest.raises(ConnectionFailed, match=dead):
+        with pool.connection():
+            pass
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed, match="backing off"):
+        with pool.connection(timeout=10):
+            pass
+    assert time.monotonic() - started < 5
+    assert pool.stats()["hosts"][dead]["connect_errors_total"] == 1
+    assert pool.stats()["connect_errors_total"] == 1
+
+
+FORK_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    from green_happybase import ConnectionPool
+    host, port = sys.argv[1], int(sys.argv[2])
+    pool = ConnectionPool(2, host=host, port=port)
+    with pool.connection() as conn:
+        conn.create_table("t", {"f": {}})
+        for i in range(20):
+            conn.table("t").put(b"row-%d" % i, {b"f:v": b"value-%d" % i})
+
+    def check(who):
+        ok = 0
+        for i in range(20):
+            with pool.connection() as conn:
+                ok += conn.table("t").row(b"row-%d" % i)[b"f:v"] == b"value-%d" % i
+        return ok
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        result = {"child": check("child"), "child_open": pool.stats()["open"]}
+        os.write(write_end, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write_end)
+    parent = check("parent")
+    child = json.loads(os.read(read_end, 4096).decode())
+    os.waitpid(pid, 0)
+    parent_after = check("parent")
+    print(json.dumps(dict(child, parent=parent, parent_after=parent_after,
+                          discarded=pool.stats()["discarded_total"])))
+""")
+
+
+def test_fork_child_and_parent_both_get_right_answers():
+    with HBaseServer(subprocess=True) as server:
+        done = subprocess.run([sys.executable, "-c", FORK_SCRIPT, server.host,
+                               str(server.port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"child": 20, "child_open": 1, "parent": 20, "parent_after": 20,
+                      "discarded": 0}
+
+
+def test_idle_timeout_closes_connections_above_min_size(hbase_server):
+    log = DiscardLog()
+    pool = make_pool(hbase_server, size=4, min_size=1, idle_timeout=0.1, on_discard=log)
+    gevent.joinall([gevent.spawn(_hold_briefly, pool) for _ in range(3)], timeout=5)
+    assert pool.stats()["open"] == 3
+    assert log.event("idle_timeout").wait(5)
+    deadline = time.monotonic() + 5
+    while pool.stats()["open"] > 1 and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    assert pool.stats()["open"] == 1  # min_size is kept
+    pool.close()
+
+
+def test_max_idle_closes_returned_connections_beyond_it(hbase_server):
+    log = DiscardLog()
+    pool = make_pool(hbase_server, size=4, max_idle=1, on_discard=log)
+    gevent.joinall([gevent.spawn(_hold_briefly, pool) for _ in range(3)], timeout=5)
+    stats = pool.stats()
+    assert stats["idle"] == 1 and stats["open"] == 1
+    assert log.reasons.count("max_idle") == 2
+    pool.close()
+
+
+def test_max_lifetime_expires_on_return_with_jitter(hbase_server):
+    log = DiscardLog()
+    pool = make_pool(hbase_server, size=4, max_lifetime=0.2, idle_timeout=None,
+                     on_discard=log, autoconnect=False)
+    conns = []
+
+    def lease_all():
+        with pool.connection() as conn:
+            conns.append(conn)
+            gevent.sleep(0.25)
+
+    gevent.joinall([gevent.spawn(lease_all) for _ in range(4)], timeout=5)
+    lifetimes = [c._expires - c._created for c in conns]
+    assert all(0.18 <= t <= 0.2 for t in lifetimes)
+    assert len(set(lifetimes)) == 4  # jittered, not identical
+    assert log.reasons.count("max_lifetime") == 4
+    assert pool.stats()["open"] == 0
+    pool.close()
+
+
+def test_min_size_is_refilled_after_losses(hbase_server):
+    connected = Event()
+    pool = make_pool(hbase_server, size=4, min_size=2,
+                     on_connect=lambda conn: connected.set())
+    assert pool.stats()["open"] == 2
+    hbase_server.drop_connections()
+    gevent.sleep(0)
+    with pool.connection() as conn:  # finds both dead, opens a fresh one
+        conn.tables()
+    connected.clear()
+    deadline = time.monotonic() + 5
+    while pool.stats()["open"] < 2 and time.monotonic() < deadline:
+        connected.wait(0.1)
+    assert pool.stats()["open"] == 2
+    pool.close()
+
+
+def test_leak_timeout_warns_once_with_the_holders_stack(hbase_server, caplog):
+    pool = make_pool(hbase_server, size=2, leak_timeout=0.05)
+    release = Event()
+
+    def forgetful_holder():
+        with pool.connection():
+            release.wait(5)
+
+    holder = gevent.spawn(forgetful_holder)
+    with caplog.at_level(logging.WARNING, logger="green_happybase"):
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        gevent.sleep(0.2)  # more maintenance rounds: still one warning
+    release.set()
+    holder.join(5)
+    warnings = [r for r in caplog.records if "leak_timeout" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "forgetful_holder" in warnings[0].getMessage()
+    pool.close()
+
+
+def test_close_with_timeout_drains_leases(hbase_server):
+    pool = make_pool(hbase_server, size=2)
+    entered, finish = Event(), Event()
+    answers = []
+
+    def busy():
+        with pool.connection() as conn:
+            entered.set()
+            finish.wait(5)
+            answers.append(conn.tables())
+
+    worker = gevent.spawn(busy)
+    entered.wait(5)
+    gevent.spawn_later(0.05, finish.set)
+    pool.close(timeout=5)  # waits for the lease to come back
+    assert answers == [[]]
+    assert pool.stats()["open"] == 0
+    worker.join(5)
+    with pytest.raises(PoolClosed):
+        with pool.connection():
+            pass
+
+
+def test_close_timeout_then_closes_leased_connections(hbase_server):
+    pool = make_pool(hbase_server, size=2)
+    entered = Event()
+
+    def stuck():
+        with pool.connection():
+            entered.set()
+            Event().wait(5)
+
+    worker = gevent.spawn(stuck)
+    entered.wait(5)
+    pool.close(timeout=0.05)
+    assert pool.stats()["open"] == 0
+    worker.kill()
+    assert pool.stats()["open"] == 0
+
+
+def test_check_callable_runs_only_for_long_idle_connections(hbase_server):
+    calls = []
+
+    def check(conn):
+        calls.append(conn)
+        if len(calls) == 2:
+            raise RuntimeError("gateway says no")
+        conn.tables()
+
+    log = DiscardLog()
+    pool = make_pool(hbase_server, size=2, check=check, check_after=0.05, on_discard=log)
+    for _ in range(3):
+        with pool.connection() as conn:
+            conn.tables()
+    assert calls == []  # used moments ago: no round trip
+    gevent.sleep(0.06)
+    with pool.connection():
+        pass
+    assert len(calls) == 1
+    gevent.sleep(0.06)
+    with pool.connection() as conn:
+        conn.tables()  # the failed check's connection was replaced unseen
+    assert len(calls) == 2
+    assert any(r.startswith("check failed") for r in log.reasons)
+    pool.close()
