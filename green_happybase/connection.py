@@ -14,6 +14,7 @@ below happybase's API:
 """
 
 import socket
+from typing import Any
 
 import happybase
 from thriftpy2.thrift import TApplicationException, TClient, TMessageType
@@ -129,12 +130,12 @@ class GreenConnection(happybase.Connection):
 
     def __init__(self, pool, host: str, port: int, **kwargs) -> None:
         self._pool = pool
-        self._owner = None
+        self._owner: Any = None  # the greenlet holding the lease
         self._depth = 0  # nested leases held by the owner
         self._saved_prefixes: list = []  # table prefixes to restore, innermost last
         self._in_call = False
         self._pid = _green.pid
-        self._host = None  # the pool's record of the host, set on connect
+        self._host: Any = None  # the pool's record of the host, set on connect
         self._created = self._last_used = self._expires = 0.0
         super().__init__(host=host, port=port, autoconnect=False, **kwargs)
 

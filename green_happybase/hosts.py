@@ -90,7 +90,8 @@ class HostList:
         count = len(self.hosts)
         start = self._next
         self._next = (start + 1) % count
-        ready, waiting = [], []
+        ready: List[Host] = []
+        waiting: List[Host] = []
         for i in range(count):
             host = self.hosts[(start + i) % count]
             (ready if host.retry_at <= now else waiting).append(host)

@@ -53,6 +53,8 @@ class _Waiter(_green.Waiter):
     """A greenlet queued for a connection: it is handed one item, once."""
 
     __slots__ = ("item", "cancelled")
+    item: Any
+    cancelled: bool
 
 
 class _Lease:
@@ -229,6 +231,8 @@ class ConnectionPool:
         if not 0 <= min_size <= size:
             raise ValueError("'min_size' must be between 0 and size=%d, got %r"
                              % (size, min_size))
+        option: str
+        value: Any
         for option, value in (("max_idle", max_idle), ("max_waiting", max_waiting)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise TypeError("%r must be an int or None, got %r" % (option, value))
@@ -328,10 +332,10 @@ class ConnectionPool:
     def _reset(self) -> None:
         """Start with no connections (at construction, and in a forked child)."""
         self._pid = _green.pid
-        self._idle = _green.LifoQueue()
+        self._idle: Any = _green.LifoQueue()
         self._waiters: deque = deque()
         self._leases: Dict[Any, GreenConnection] = {}
-        self._maintainer = None
+        self._maintainer: Any = None
         # Plain integers, bumped inline: stats() reads them from any thread.
         self._n_slots = 0  # connections open or being opened
         self._n_open = 0

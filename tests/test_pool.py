@@ -22,8 +22,20 @@ from Hbase_thrift import IOError as HBaseIOError
 ROWS = 20
 
 
+_made = []
+
+
 def make_pool(server, size=4, **options):
-    return ConnectionPool(size, host=server.host, port=server.port, **options)
+    pool = ConnectionPool(size, host=server.host, port=server.port, **options)
+    _made.append(pool)
+    return pool
+
+
+@pytest.fixture(autouse=True)
+def close_pools():
+    yield
+    while _made:
+        _made.pop().close()
 
 
 def fill_table(pool, name="t"):
