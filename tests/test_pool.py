@@ -473,3 +473,47 @@ def test_bad_input_fails_before_any_socket(args, kwargs, error, words):
 def test_bad_lease_timeout(pool):
     with pytest.raises(ValueError, match="'timeout'"):
         pool.connection(timeout=-1)
+
+
+def test_hooks_see_connect_checkout_checkin_and_discard(hbase_server):
+    events = []
+    pool = make_pool(
+        hbase_server, size=2, autoconnect=False,
+        on_connect=lambda conn: events.append(("connect", conn)),
+        on_checkout=lambda conn: events.append(("checkout", conn)),
+        on_checkin=lambda conn: events.append(("checkin", conn)),
+        on_discard=lambda conn, reason: events.append(("discard", reason)))
+    with pool.connection() as conn:
+        pass
+    pool.close()
+    assert events == [("connect", conn), ("checkout", conn), ("checkin", conn),
+                      ("discard", "pool closed")]
+
+
+def test_failing_hook_is_logged_not_raised(hbase_server, caplog):
+    def broken(conn):
+        raise RuntimeError("metrics backend down")
+
+    pool = make_pool(hbase_server, on_checkout=broken)
+    with pool.connection() as conn:
+        assert conn.tables() == []
+    assert "metrics backend down" in caplog.text
+
+
+def test_table_lease_and_per_lease_prefix(hbase_server):
+    pool = make_pool(hbase_server, table_prefix="app")
+    with pool.connection() as conn:
+        conn.create_table("t", {"f": {}})
+    with pool.connection(table_prefix="other") as conn:
+        conn.create_table("t", {"f": {}})
+        with pool.connection() as nested:
+            assert nested.table_prefix == b"other"
+        with pool.connection(table_prefix=None) as bare:
+            assert sorted(bare.tables()) == [b"app_t", b"other_t"]
+        assert conn.table_prefix == b"other"
+    with pool.table("t") as table:
+        table.put(b"k", {b"f:c": b"v"})
+        assert table.name == b"app_t"
+    with pool.connection() as conn:
+        assert conn.table_prefix == b"app"
+        assert conn.table("t").row(b"k") == {b"f:c": b"v"}
