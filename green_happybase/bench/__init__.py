@@ -1,0 +1,29 @@
+"""The benchmark: ``python -m green_happybase.bench [--host H --port P] [--quick] [--json FILE]``.
+
+It compares, in one run and against one server, four ways of getting a
+connection under gevent:
+
+``green``
+    :class:`green_happybase.ConnectionPool`, in a process that is *not*
+    monkey-patched (the pool is cooperative on its own).
+``happybase``
+    ``happybase.ConnectionPool`` in a process that ran
+    ``gevent.monkey.patch_all()`` first, as its users run it under gevent.
+``raw``
+    one persistent connection per group of greenlets and no pool: the upper
+    bound for any pool. It uses the pool's own connection class
+    (:class:`green_happybase.GreenConnection`) in the unpatched process, so
+    that ``green``/``raw`` isolates what the pool itself costs.
+``per_request``
+    a new ``happybase.Connection`` for every request (patched process), what
+    applications do without a pool; at most *size* connections at once.
+
+An extra column, ``raw_patched``, is ``raw`` with plain
+``happybase.Connection`` objects in a patched process: the price of the
+connection class rather than of the pool.
+
+Each variant runs in a child process of its own and reports JSON lines on its
+stdout; see :mod:`green_happybase.bench.runner`.
+"""
+
+__all__: list = []

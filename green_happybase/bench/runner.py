@@ -1,0 +1,80 @@
+"""Runs one variant's tasks in a child process and reads back its figures."""
+
+import json
+import sys
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import gevent
+import gevent.subprocess
+
+from .clients import PATCHED
+
+__all__ = ["BenchError", "planned_seconds", "run_variant"]
+
+# Patching must come first in the child, before anything imports socket.
+_BOOT = (
+    "import sys\n"
+    "if sys.argv[1] == 'patched':\n"
+    "    from gevent import monkey\n"
+    "    monkey.patch_all()\n"
+    "from green_happybase.bench._worker import main\n"
+    "sys.exit(main(sys.argv[2]))\n"
+)
+#: Seconds a child may take beyond the sum of its tasks' planned durations.
+_SLACK = 60.0
+
+
+class BenchError(Exception):
+    """The benchmark could not run: a child failed, hung or misreported."""
+
+
+def planned_seconds(tasks: List[Dict[str, Any]]) -> float:
+    """Roughly how long *tasks* should take."""
+    return sum(task.get("warmup", 0.0) + task.get("duration", 0.0)
+               + task.get("time_limit", 0.0) for task in tasks)
+
+
+def run_variant(variant: str, spec: Dict[str, Any]
+                ) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """Run *spec*'s tasks for *variant* in a child; yield ``(task, result)``.
+
+    The child is killed if it overruns its tasks' planned time by more than
+    a minute, and whenever the caller stops iterating.
+    """
+    patched = variant in PATCHED
+    spec = dict(spec, variant=variant)
+    deadline = time.monotonic() + planned_seconds(spec["tasks"]) + _SLACK
+    cmd = [sys.executable, "-c", _BOOT, "patched" if patched else "plain", json.dumps(spec)]
+    proc = gevent.subprocess.Popen(cmd, stdout=gevent.subprocess.PIPE)
+    try:
+        hello = _read(proc, variant, deadline)
+        if hello.get("patched") is not patched:
+            raise BenchError("the %s child should %sbe monkey-patched"
+                             % (variant, "" if patched else "not "))
+        for _ in spec["tasks"]:
+            message = _read(proc, variant, deadline)
+            yield message["task"], message["result"]
+        try:
+            status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except gevent.subprocess.TimeoutExpired:
+            raise BenchError("the %s child did not exit" % variant) from None
+        if status != 0:
+            raise BenchError("the %s child exited with status %s" % (variant, status))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def _read(proc: Any, variant: str, deadline: float) -> Dict[str, Any]:
+    line: Optional[bytes] = None
+    with gevent.Timeout(max(0.0, deadline - time.monotonic()), False):
+        line = proc.stdout.readline()
+    if line is None:
+        raise BenchError("the %s child overran its time; killed" % variant)
+    if not line:
+        raise BenchError("the %s child exited with status %s before reporting (its "
+                         "error is above)" % (variant, proc.wait()))
+    return json.loads(line)
