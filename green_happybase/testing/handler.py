@@ -549,7 +549,11 @@ class HBaseHandler:
             raise _internal_error("java.lang.ArrayIndexOutOfBoundsException: 1")
         table.check_families([family, put_family])
         latest = self._latest(table, row, family, qualifier)
-        if (latest is None) if value is None else (latest is None or latest[1] != value):
+        if value is None:
+            passed = latest is None
+        else:
+            passed = latest is not None and latest[1] == value
+        if not passed:
             return False
         ts = self._put_ts(table, row, [(put_family, put_qualifier)])
         self._put(table, row, put_family, put_qualifier, ts, mput.value or b"")
