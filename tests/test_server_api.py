@@ -11,7 +11,7 @@ import itertools
 import struct
 import time
 from collections import OrderedDict
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import happybase
 import pytest
@@ -700,8 +700,11 @@ def test_errors_for_disabled_tables(conn: happybase.Connection, table: happybase
 
 
 def test_errors_for_bad_descriptors(conn: happybase.Connection) -> None:
-    for families in ({"cf": {"max_versions": 0}}, {"cf": {"compression": "zip"}},
-                     {"cf": {"bloom_filter_type": "row"}}, {".cf": {}}):
+    bad: List[Dict[str, Any]] = [
+        {"cf": {"max_versions": 0}}, {"cf": {"compression": "zip"}},
+        {"cf": {"bloom_filter_type": "row"}}, {".cf": {}},
+    ]
+    for families in bad:
         with pytest.raises(IllegalArgument):
             conn.create_table("t", families)
     with pytest.raises(HBaseIOError):

@@ -523,11 +523,14 @@ class HBaseHandler:
             )
         table = self._data_table(append.table)
         row = _check_row(append.row)
-        parsed = [_parse_column(c) for c in columns]
-        if any(q is None for _, q in parsed):
-            raise _internal_error("java.lang.ArrayIndexOutOfBoundsException: 1")
+        parsed: List[Tuple[bytes, bytes]] = []
+        for column in columns:
+            family, qualifier = _parse_column(column)
+            if qualifier is None:
+                raise _internal_error("java.lang.ArrayIndexOutOfBoundsException: 1")
+            parsed.append((family, qualifier))
         table.check_families(f for f, _ in parsed)
-        now = self._put_ts(table, row, parsed)  # type: ignore[arg-type]
+        now = self._put_ts(table, row, parsed)
         written: Dict[Tuple[bytes, bytes], Tuple[int, bytes]] = {}
         for (family, qualifier), value in zip(parsed, values):
             latest = written.get((family, qualifier)) or self._latest(table, row, family, qualifier)
@@ -782,7 +785,9 @@ class HBaseHandler:
         if marks.get((family, qualifier), -1) < ts:
             marks[(family, qualifier)] = ts
         row = table.rows.get(key)
-        quals = row.get(family) if row else None
+        if row is None:
+            return
+        quals = row.get(family)
         if not quals:
             return
         names = list(quals) if qualifier is None else [qualifier] if qualifier in quals else []
@@ -828,17 +833,17 @@ class HBaseHandler:
                 self._put(table, row, family, qualifier, ts, value)
 
     def _mutate_rows(self, raw: Any, batches: List[Any], timestamp: Optional[int]) -> None:
-        explicit = timestamp is not None and timestamp != LATEST_TIMESTAMP
+        given = None if timestamp in (None, LATEST_TIMESTAMP) else timestamp
         puts: List[Tuple[bytes, List[Tuple[bytes, bytes, bytes]]]] = []
         deletes: List[Tuple[bytes, List[Tuple[bytes, Optional[bytes]]]]] = []
         # The gateway builds every Put and Delete before touching the table,
         # and what fails there is not caught: the reply is an internal error.
         for batch in batches or ():
             row = _check_row(batch.row)
-            if explicit and timestamp < 0:
+            if given is not None and given < 0:
                 raise _internal_error(
                     "java.lang.IllegalArgumentException: Timestamp cannot be negative. "
-                    "ts=%d" % timestamp
+                    "ts=%d" % given
                 )
             row_puts, row_deletes = [], []
             for m in batch.mutations or ():
@@ -862,7 +867,7 @@ class HBaseHandler:
         # among the Puts means the Deletes are never sent.
         if puts:
             def put_row(row: bytes, items: List[Tuple[bytes, bytes, bytes]]) -> None:
-                ts = timestamp if explicit else self._put_ts(
+                ts = given if given is not None else self._put_ts(
                     table, row, [(f, q) for f, q, _ in items])
                 for family, qualifier, value in items:
                     self._put(table, row, family, qualifier, ts, value)
