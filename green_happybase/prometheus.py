@@ -1,0 +1,200 @@
+"""Prometheus metrics for pools (install ``green_happybase[prometheus]``).
+
+::
+
+    from prometheus_client import start_http_server
+    from green_happybase import prometheus
+
+    prometheus.register(pool)
+    start_http_server(9100)
+
+Every metric is named ``green_happybase_pool_*`` and labelled with the pool's
+name (``pool``); per-server metrics also carry ``host`` (``host:port``):
+
+======================================================  =========  ===========================
+metric                                                  type       from ``pool.stats()``
+======================================================  =========  ===========================
+``green_happybase_pool_size``                           gauge      ``size``
+``green_happybase_pool_open``                           gauge      ``open``
+``green_happybase_pool_idle``                           gauge      ``idle``
+``green_happybase_pool_in_use``                         gauge      ``in_use``
+``green_happybase_pool_waiting``                        gauge      ``waiting``
+``green_happybase_pool_acquired_total``                 counter    ``acquired_total``
+``green_happybase_pool_exhausted_total``                counter    ``exhausted_total``
+``green_happybase_pool_discarded_total``                counter    ``discarded_total``
+``green_happybase_pool_connect_errors_total``           counter    ``connect_errors_total``
+``green_happybase_pool_wait_seconds``                   histogram  ``wait_histogram``
+``green_happybase_pool_host_open``                      gauge      ``hosts[*]["open"]``
+``green_happybase_pool_host_connects_total``            counter    ``hosts[*]["connects_total"]``
+``green_happybase_pool_host_connect_errors_total``      counter    ``hosts[*]["connect_errors_total"]``
+======================================================  =========  ===========================
+
+prometheus_client's HTTP server runs in an OS thread. The collector
+therefore only calls :meth:`~green_happybase.ConnectionPool.stats`, which
+reads plain numbers and never touches gevent. Custom collectors are not
+supported by prometheus_client's multiprocess mode: under gunicorn, serve
+each worker's metrics on its own port, or scrape one worker per process.
+"""
+
+import weakref
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional
+
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from .pool import ConnectionPool
+
+__all__ = ["PoolCollector", "register", "unregister"]
+
+_PREFIX = "green_happybase_pool_"
+
+_GAUGES = (
+    ("size", "Most connections the pool opens at once."),
+    ("open", "Connections open (idle + in use)."),
+    ("idle", "Open connections waiting to be leased."),
+    ("in_use", "Connections leased by a greenlet."),
+    ("waiting", "Greenlets queued for a connection."),
+)
+_COUNTERS = (
+    ("acquired_total", "Leases handed out."),
+    ("exhausted_total", "PoolExhausted errors raised."),
+    ("discarded_total", "Connections closed by the pool."),
+    ("connect_errors_total", "Failed connection attempts."),
+)
+_HOST_GAUGES = (("open", "Connections open to this server."),)
+_HOST_COUNTERS = (
+    ("connects_total", "Connections opened to this server."),
+    ("connect_errors_total", "Failed connection attempts to this server."),
+)
+
+
+class PoolCollector(Collector):
+    """A Prometheus collector reporting the figures of several pools.
+
+    Pools are told apart by their :attr:`~green_happybase.ConnectionPool.name`.
+
+    :param pools: pools to report from the start
+    """
+
+    def __init__(self, pools: Iterable["ConnectionPool"] = ()) -> None:
+        self._pools: Dict[str, "ConnectionPool"] = {}
+        for pool in pools:
+            self.add(pool)
+
+    def add(self, pool: "ConnectionPool") -> None:
+        """Report *pool* too.
+
+        :raises ValueError: another open pool of the same name is reported
+            (a closed one is replaced)
+        """
+        current = self._pools.get(pool.name)
+        if current is not None and current is not pool and not current.stats()["closed"]:
+            raise ValueError("a pool named %r is already reported (%r); give "
+                             "each pool its own name" % (pool.name, current))
+        self._pools[pool.name] = pool
+
+    def remove(self, pool: "ConnectionPool") -> bool:
+        """Stop reporting *pool*; return whether it was reported."""
+        if self._pools.get(pool.name) is pool:
+            del self._pools[pool.name]
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    def describe(self) -> List[Metric]:
+        """The metric families, without samples (used at registration)."""
+        return list(self._families([]))
+
+    def collect(self) -> Iterator[Metric]:
+        """One sample set per pool, from :meth:`ConnectionPool.stats`."""
+        # A snapshot: register() may run in another thread meanwhile.
+        return self._families([pool.stats() for pool in tuple(self._pools.values())])
+
+    def _families(self, all_stats: List[Dict[str, Any]]) -> Iterator[Metric]:
+        for key, doc in _GAUGES:
+            gauge = GaugeMetricFamily(_PREFIX + key, doc, labels=["pool"])
+            for stats in all_stats:
+                gauge.add_metric([stats["name"]], stats[key])
+            yield gauge
+        for key, doc in _COUNTERS:
+            counter = CounterMetricFamily(_PREFIX + key, doc, labels=["pool"])
+            for stats in all_stats:
+                counter.add_metric([stats["name"]], stats[key])
+            yield counter
+        histogram = HistogramMetricFamily(
+            _PREFIX + "wait_seconds", "Seconds a lease waited for a connection.",
+            labels=["pool"])
+        for stats in all_stats:
+            waits = stats["wait_histogram"]
+            buckets = [(floatToGoString(le), count)
+                       for le, count in zip(waits["le"], waits["counts"])]
+            if not buckets or buckets[-1][0] != "+Inf":
+                buckets.append(("+Inf", waits["count"]))
+            histogram.add_metric([stats["name"]], buckets, waits["sum"])
+        yield histogram
+        for key, doc in _HOST_GAUGES:
+            gauge = GaugeMetricFamily(_PREFIX + "host_" + key, doc, labels=["pool", "host"])
+            for stats in all_stats:
+                for address, host in stats["hosts"].items():
+                    gauge.add_metric([stats["name"], address], host[key])
+            yield gauge
+        for key, doc in _HOST_COUNTERS:
+            counter = CounterMetricFamily(_PREFIX + "host_" + key, doc,
+                                          labels=["pool", "host"])
+            for stats in all_stats:
+                for address, host in stats["hosts"].items():
+                    counter.add_metric([stats["name"], address], host[key])
+            yield counter
+
+
+# One collector per registry, serving every pool registered there.
+_collectors: "weakref.WeakKeyDictionary[CollectorRegistry, PoolCollector]" = \
+    weakref.WeakKeyDictionary()
+
+
+def register(pool: "ConnectionPool",
+             registry: CollectorRegistry = REGISTRY) -> PoolCollector:
+    """Export *pool*'s figures through *registry* (default: the global one).
+
+    Registering a second pool adds it to the same collector; registering the
+    same pool again changes nothing.
+
+    :returns: the registry's collector
+    :raises ValueError: another open pool of the same name is registered
+    """
+    collector = _collectors.get(registry)
+    if collector is None:
+        collector = PoolCollector()
+        collector.add(pool)
+        registry.register(collector)
+        _collectors[registry] = collector
+    else:
+        collector.add(pool)
+    return collector
+
+
+def unregister(pool: "ConnectionPool",
+               registry: CollectorRegistry = REGISTRY) -> Optional[PoolCollector]:
+    """Stop exporting *pool*; the collector leaves *registry* with its last pool.
+
+    :returns: the collector still serving other pools, or ``None``
+    """
+    collector = _collectors.get(registry)
+    if collector is None:
+        return None
+    collector.remove(pool)
+    if len(collector):
+        return collector
+    registry.unregister(collector)
+    del _collectors[registry]
+    return None
