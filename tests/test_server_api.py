@@ -385,6 +385,20 @@ def test_scanner_calls(conn: happybase.Connection, ten_rows: happybase.Table) ->
         client.scannerGet(123456)
 
 
+def test_scanner_on_a_table_taken_offline(conn: happybase.Connection,
+                                          ten_rows: happybase.Table) -> None:
+    """Reading fails with an IOError once the table is disabled; closing still works."""
+    sid = conn.client.scannerOpenWithScan(ten_rows.name, TScan(), {})
+    assert len(conn.client.scannerGetList(sid, 2)) == 2
+    conn.disable_table("t")
+    with pytest.raises(HBaseIOError):
+        conn.client.scannerGetList(sid, 2)
+    conn.delete_table("t")
+    conn.client.scannerClose(sid)
+    with pytest.raises(IllegalArgument):
+        conn.client.scannerClose(sid)
+
+
 def test_legacy_scanner_opens(server: HBaseServer, ten_rows: happybase.Table,
                               conn: happybase.Connection) -> None:
     """HBase 0.90 mode uses scannerOpen, scannerOpenWithStop and their Ts variants."""

@@ -8,12 +8,22 @@ arguments of reads are exclusive upper bounds, of deletes inclusive), delete
 markers that hide later writes with older timestamps until a major
 compaction, version pruning, TTLs, counters as 8-byte big-endian integers,
 one region per table, and errors raised as the exception HBase's gateway
-replies with.
+replies with (an ``IOError``, ``IllegalArgument`` or ``AlreadyExists``, or a
+``TApplicationException`` where the Java handler lets an exception escape).
+
+Where this server knowingly differs from HBase:
+
+- Server-stamped writes of one cell never share a millisecond (see
+  :meth:`HBaseHandler._put_ts`), so fast consecutive puts keep distinct
+  versions and a put right after a delete is seen.
+- A bad filter string is an ``IOError`` naming the problem; HBase's gateway
+  lets ``ParseFilter``'s exception escape as an internal error.
+- A scanner sees the row keys that existed when it was opened, but reads
+  each row's cells when it reaches them, not as of the opening.
 
 All state lives in plain Python objects and no method ever yields, so the
 greenlets serving many clients at once need no locks.
-"""
-from __future__ import annotations
+"""from __future__ import annotations
 
 import hashlib
 import logging
@@ -320,6 +330,7 @@ class HBaseHandler:
         return sorted(self._tables)
 
     def createTable(self, tableName: Any, columnFamilies: Sequence[ColumnDescriptor]) -> None:
+        """Create an enabled table; the descriptors are checked as HBase checks them."""
         name, namespace = _table_name(tableName)
         if namespace is not None:
             raise _io_error("org.apache.hadoop.hbase.NamespaceNotFoundException", namespace)
@@ -343,14 +354,13 @@ class HBaseHandler:
         self._tables[name] = _Table(name, families, created)
 
     def deleteTable(self, tableName: Any) -> None:
+        """Delete a table, which must be disabled first."""
         name, _ = _table_name(tableName)
         table = self._tables.get(name)
         if table is None:
             raise HBaseIOError(message="java.io.IOException: table does not exist")
         if table.enabled:
             raise _io_error("org.apache.hadoop.hbase.TableNotDisabledException", _binary(name))
-        for sid in [sid for sid, s in self._scanners.items() if s.table is table]:
-            del self._scanners[sid]
         del self._tables[name]
 
     def enableTable(self, tableName: Any) -> None:
@@ -381,6 +391,7 @@ class HBaseHandler:
         return {d.name: d for _, d in sorted(table.families.items())}
 
     def getTableRegions(self, tableName: Any) -> List[TRegionInfo]:
+        """The one region covering the table; an empty list for an unknown table."""
         name, _ = _table_name(tableName)
         table = self._tables.get(name)
         return [table.region()] if table is not None else []
@@ -494,6 +505,7 @@ class HBaseHandler:
             self._delete(table, row, family, None, ts)
 
     def atomicIncrement(self, tableName: Any, row: bytes, column: bytes, value: int) -> int:
+        """Add ``value`` to an 8-byte big-endian counter (a missing cell counts as 0)."""
         table = self._data_table(tableName)
         family, qualifier = _parse_column(column)
         return self._increment(table, _check_row(row), family, qualifier or b"", value)
@@ -571,6 +583,7 @@ class HBaseHandler:
     # Scanners.
 
     def scannerOpenWithScan(self, tableName: Any, tscan: Any, attributes: Any) -> int:
+        """Open a scanner; a bad or unsupported filter string is an ``IOError``."""
         table = self._data_table(tableName)
         spec = self._spec(table, tscan.columns or ())
         reverse = bool(tscan.reversed)
@@ -628,9 +641,17 @@ class HBaseHandler:
         return self.scannerGetList(id, 1)
 
     def scannerGetList(self, id: int, nbRows: int) -> List[TRowResult]:
+        """Up to ``nbRows`` results; an empty list once the scan is over."""
         scanner = self._scanners.get(id)
         if scanner is None:
             raise IllegalArgument(message="scanner ID is invalid")
+        table = scanner.table
+        if self._tables.get(table.name) is not table or not table.enabled:
+            # Its region went offline; the id stays valid until closed.
+            raise _io_error(
+                "org.apache.hadoop.hbase.NotServingRegionException",
+                "%s is not online" % _binary(table.region_name()),
+            )
         results: List[TRowResult] = []
         wanted = nbRows or 0
         while len(results) < wanted:
