@@ -10,6 +10,7 @@ from .errors import (
     PoolExhausted,
     ReplyMismatch,
 )
+from .config import PoolNotConfigured, configure, get_pool
 from .pool import ConnectionPool
 
 __version__ = "0.1.0"
@@ -23,6 +24,9 @@ __all__ = [
     "PoolError",
     "PoolExhausted",
     "ReplyMismatch",
+    "PoolNotConfigured",
+    "configure",
+    "get_pool",
 ]
 
 logging.getLogger("green_happybase").addHandler(logging.NullHandler())

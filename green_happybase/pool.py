@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from happybase.connection import COMPAT_MODES, THRIFT_PROTOCOLS, THRIFT_TRANSPORTS
 
 from . import _green
+from .config import parse_url
 from .connection import GreenConnection
 from .errors import ConnectionFailed, PoolClosed, PoolExhausted
 from .hosts import HostList, HostSpec, parse_hosts
@@ -351,6 +352,17 @@ class ConnectionPool:
             host.open = 0
 
     # -- public API --------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> "ConnectionPool":
+        """Build a pool from an ``hbase://`` URL, every option included.
+
+        ``hbase://a:9090,b:9090/?size=10&min_size=2&transport=framed&timeout=5000``;
+        keyword *overrides* win over the URL. Unknown or malformed
+        parameters raise ``ValueError`` naming them.
+        """
+        size, kwargs = parse_url(url, **overrides)
+        return cls(size, **kwargs)
 
     def connection(self, timeout: Optional[float] = None, block: bool = True,
                    table_prefix: Any = _UNSET) -> _Lease:
