@@ -23,7 +23,8 @@ Where this server knowingly differs from HBase:
 
 All state lives in plain Python objects and no method ever yields, so the
 greenlets serving many clients at once need no locks.
-"""from __future__ import annotations
+"""
+from __future__ import annotations
 
 import hashlib
 import logging
