@@ -599,6 +599,13 @@ def test_filter_strings(filter_rows: happybase.Table, text: str, expected: Any) 
     assert result == expected
 
 
+def test_filters_on_reverse_scans(filter_rows: happybase.Table) -> None:
+    assert keys(filter_rows.scan(reverse=True, filter="PrefixFilter('k2')")) == [b"k2"]
+    assert keys(filter_rows.scan(reverse=True, filter="InclusiveStopFilter('k2')")) == [
+        b"k3", b"k2"]
+    assert keys(filter_rows.scan(reverse=True, filter="PageFilter(1)")) == [b"k3"]
+
+
 def test_filter_sees_versions_within_the_time_range(table: happybase.Table) -> None:
     """Filters run before versions are counted, as in HBase's ScanQueryMatcher.
 

@@ -23,7 +23,9 @@ import re
 import struct
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["FilterError", "Filter", "Cell", "parse_filter", "prefix_while_filter"]
+__all__ = [
+    "Cell", "Filter", "FilterError", "included", "parse_filter", "prefix_while_filter", "step",
+]
 
 #: A cell as filters see it: (family, qualifier, timestamp, value).
 Cell = Tuple[bytes, bytes, int, bytes]
