@@ -15,44 +15,7 @@ from gevent.event import Event
 
 from green_happybase import ConnectionFailed, ConnectionPool, PoolClosed, PoolError
 from green_happybase.testing import HBaseServer
-
-ROWS = 20
-
-
-_made = []
-
-
-def make_pool(server, size=4, **options):
-    pool = ConnectionPool(size, host=server.host, port=server.port, **options)
-    _made.append(pool)
-    return pool
-
-
-@pytest.fixture(autouse=True)
-def close_pools():
-    yield
-    while _made:
-        _made.pop().close()
-
-
-def fill_table(pool):
-    with pool.connection() as conn:
-        if b"t" not in conn.tables():
-            conn.create_table("t", {"f": {}})
-        table = conn.table("t")
-        for i in range(ROWS):
-            table.put(b"row-%d" % i, {b"f:v": b"value-%d" % i})
-
-
-def ask(pool, key, **lease):
-    """One get; returns True when the answer belongs to the request."""
-    with pool.connection(**lease) as conn:
-        return conn.table("t").row(b"row-%d" % key)[b"f:v"] == b"value-%d" % key
-
-
-def balanced(pool):
-    stats = pool.stats()
-    return stats["open"] == stats["idle"] + stats["in_use"] and stats["in_use"] == 0
+from poolkit import ROWS, ask, balanced, fill_table, make_pool
 
 
 class DiscardLog:

@@ -18,47 +18,14 @@ from green_happybase import (
     ReplyMismatch,
 )
 from Hbase_thrift import IOError as HBaseIOError
-
-ROWS = 20
-
-
-_made = []
-
-
-def make_pool(server, size=4, **options):
-    pool = ConnectionPool(size, host=server.host, port=server.port, **options)
-    _made.append(pool)
-    return pool
-
-
-@pytest.fixture(autouse=True)
-def close_pools():
-    yield
-    while _made:
-        _made.pop().close()
-
-
-def fill_table(pool, name="t"):
-    with pool.connection() as conn:
-        conn.create_table(name, {"f": {}})
-        table = conn.table(name)
-        for i in range(ROWS):
-            table.put(b"row-%d" % i, {b"f:v": b"value-%d" % i})
-
-
-def assert_no_connection_lost(pool):
-    stats = pool.stats()
-    assert stats["open"] == stats["idle"] + stats["in_use"], stats
-    assert stats["in_use"] == 0 and stats["waiting"] == 0, stats
-    assert not pool._leases
+from poolkit import ROWS, balanced, fill_table, make_pool
 
 
 @pytest.fixture
 def pool(hbase_server):
     pool = make_pool(hbase_server)
     fill_table(pool)
-    yield pool
-    pool.close()
+    return pool
 
 
 def test_drop_in_for_happybase_pool(hbase_server):
@@ -110,7 +77,7 @@ def test_nested_leases_share_one_connection(pool):
         assert pool.stats()["in_use"] == 1
         outer.tables()
     assert pool.stats()["in_use"] == 0
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 def test_greenlets_hold_distinct_connections(pool):
@@ -129,7 +96,7 @@ def test_greenlets_hold_distinct_connections(pool):
     assert len(set(map(id, held))) == 4
     release.set()
     gevent.joinall(workers, timeout=5, raise_error=True)
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 def test_greenlet_spawned_inside_lease_gets_its_own(pool):
@@ -193,7 +160,7 @@ def test_waiters_are_served_first_come_first_served(hbase_server):
             pass
     gevent.joinall(queued, timeout=5, raise_error=True)
     assert order == [0, 1, 2, 3, 4]
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
     pool.close()
 
 
@@ -208,7 +175,7 @@ def test_exhausted_after_timeout_names_the_figures(hbase_server):
     assert isinstance(info.value, happybase.NoConnectionsAvailable)
     assert isinstance(info.value, PoolError)
     assert pool.stats()["exhausted_total"] == 1
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 @pytest.mark.parametrize("kwargs", [{"block": False}, {"timeout": 0}])
@@ -237,7 +204,7 @@ def test_max_waiting_turns_the_next_caller_away(hbase_server):
             lease_elsewhere(pool)
         assert "2 waiting" in str(info.value)
     gevent.joinall(waiters, timeout=5, raise_error=True)
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 def test_waiter_killed_or_timed_out_leaves_no_ghost(hbase_server):
@@ -252,7 +219,7 @@ def test_waiter_killed_or_timed_out_leaves_no_ghost(hbase_server):
         assert pool.stats()["waiting"] == 0
     # The slot was not lost: the next lease gets the connection.
     assert _lease_and_return(pool) is not None
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 def test_waiter_killed_after_hand_off_passes_it_on(hbase_server):
@@ -267,7 +234,7 @@ def test_waiter_killed_after_hand_off_passes_it_on(hbase_server):
     first.kill(block=False)
     assert second.get(timeout=5) is not None
     first.join(5)
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 @pytest.mark.parametrize("interrupt", ["timeout", "kill"])
@@ -302,7 +269,7 @@ def test_interrupted_call_never_leaks_its_reply(pool, hbase_server, interrupt):
         gevent.joinall(workers, timeout=10)
     assert wrong == []
     assert pool.stats()["discarded_total"] > 0
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 def test_error_reply_and_user_errors_keep_the_connection(pool):
@@ -330,7 +297,7 @@ def test_socket_timeout_discards_the_connection(hbase_server):
     assert pool.stats()["discarded_total"] == 1
     with pool.connection() as conn:
         assert conn.table("t").row(b"row-2")[b"f:v"] == b"value-2"
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 def test_call_after_interruption_in_same_lease_gets_fresh_socket(pool, hbase_server):
@@ -342,7 +309,7 @@ def test_call_after_interruption_in_same_lease_gets_fresh_socket(pool, hbase_ser
         hbase_server.set_latency(0)
         assert conn.table("t").row(b"row-2")[b"f:v"] == b"value-2"
     assert pool.stats()["discarded_total"] == 1
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 def test_stale_reply_is_detected_by_sequence_id(pool):
@@ -364,7 +331,7 @@ def test_scan_generator_outliving_its_lease_fails_clearly(pool):
     with pytest.raises(LeaseError, match="outside its lease"):
         list(rows)
     rows.close()
-    assert_no_connection_lost(pool)
+    assert balanced(pool), pool.stats()
 
 
 def test_connection_used_by_another_greenlet_fails_clearly(pool):
