@@ -231,7 +231,10 @@ def parse_url(url: str, **overrides: Any) -> Tuple[int, Dict[str, Any]]:
     """
     if not isinstance(url, str):
         raise TypeError("'url' must be a string, got %r" % (url,))
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:
+        raise ValueError("'url' is malformed (%s): %r" % (error, url)) from None
     if parts.scheme != "hbase":
         raise ValueError("'url' must start with hbase://, got %r" % (url,))
     if parts.path not in ("", "/"):
