@@ -760,7 +760,8 @@ class ConnectionPool:
                 self._warn_leaks()
             except Exception:
                 logger.exception("pool %s: maintenance failed", self.name)
-            _green.sleep(interval)
+            # ref=False: the maintainer alone does not keep the hub running.
+            _green.sleep(interval, ref=False)
 
     def _expire_idle(self) -> None:
         """Close expired idle connections, and long-idle ones above *min_size*."""
