@@ -12,6 +12,7 @@ import sys
 import time
 from typing import List, Optional
 
+import gevent
 from thriftpy2.thrift import TException
 
 from .report import failures, render, targets
@@ -57,6 +58,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(name)s %(levelname)s %(message)s")
     scale = SMOKE if args.smoke else QUICK if args.quick else FULL
+    # Ctrl-C ends the run through the except clause below; the hub need not
+    # print it as an error first.
+    hub = gevent.get_hub()
+    hub.NOT_ERROR = hub.NOT_ERROR + (KeyboardInterrupt,)
     progress = _progress(time.monotonic())
     where = "%s:%d" % (args.host, args.port) if args.host else "an embedded server"
     progress("%s run against %s" % (scale.name, where))

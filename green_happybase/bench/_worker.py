@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any, Dict
 
+import gevent
 from gevent import monkey
 
 from . import workloads
@@ -40,14 +41,19 @@ def _run(task: Dict[str, Any], client: Any, table: str) -> Dict[str, Any]:
 def main(spec_text: str) -> int:
     """Run the tasks of the JSON *spec_text*; return the exit status."""
     spec = json.loads(spec_text)
+    hub = gevent.get_hub()
+    hub.NOT_ERROR = hub.NOT_ERROR + (KeyboardInterrupt,)
     address = (spec["host"], spec["port"])
     _emit({"pid": os.getpid(), "variant": spec["variant"],
            "patched": monkey.is_module_patched("socket")})
-    for task in spec["tasks"]:
-        client = make_client(spec["variant"], task["size"], address, spec["options"])
-        try:
-            result = _run(task, client, spec["table"])
-        finally:
-            client.close()
-        _emit({"task": task, "result": result})
+    try:
+        for task in spec["tasks"]:
+            client = make_client(spec["variant"], task["size"], address, spec["options"])
+            try:
+                result = _run(task, client, spec["table"])
+            finally:
+                client.close()
+            _emit({"task": task, "result": result})
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C reaches the whole process group; the parent reports it
     return 0

@@ -106,11 +106,13 @@ class _PerRequest:
 
 
 class _OneShot:
+    """One request's connection, opened on entry and closed on exit."""
+
     __slots__ = ("_client", "_conn")
 
     def __init__(self, client: _PerRequest) -> None:
         self._client = client
-        self._conn = None
+        self._conn: Any = None
 
     def __enter__(self) -> happybase.Connection:
         client = self._client

@@ -3,7 +3,7 @@
 import json
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Generator, List, Tuple
 
 import gevent
 import gevent.subprocess
@@ -36,7 +36,7 @@ def planned_seconds(tasks: List[Dict[str, Any]]) -> float:
 
 
 def run_variant(variant: str, spec: Dict[str, Any]
-                ) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+                ) -> Generator[Tuple[Dict[str, Any], Dict[str, Any]], None, None]:
     """Run *spec*'s tasks for *variant* in a child; yield ``(task, result)``.
 
     The child is killed if it overruns its tasks' planned time by more than
@@ -47,6 +47,7 @@ def run_variant(variant: str, spec: Dict[str, Any]
     deadline = time.monotonic() + planned_seconds(spec["tasks"]) + _SLACK
     cmd = [sys.executable, "-c", _BOOT, "patched" if patched else "plain", json.dumps(spec)]
     proc = gevent.subprocess.Popen(cmd, stdout=gevent.subprocess.PIPE)
+    assert proc.stdout is not None
     try:
         hello = _read(proc, variant, deadline)
         if hello.get("patched") is not patched:
@@ -69,11 +70,13 @@ def run_variant(variant: str, spec: Dict[str, Any]
 
 
 def _read(proc: Any, variant: str, deadline: float) -> Dict[str, Any]:
-    line: Optional[bytes] = None
-    with gevent.Timeout(max(0.0, deadline - time.monotonic()), False):
-        line = proc.stdout.readline()
-    if line is None:
-        raise BenchError("the %s child overran its time; killed" % variant)
+    try:
+        with gevent.Timeout(max(0.0, deadline - time.monotonic())) as timer:
+            line = proc.stdout.readline()
+    except gevent.Timeout as expired:
+        if expired is not timer:
+            raise
+        raise BenchError("the %s child overran its time; killed" % variant) from None
     if not line:
         raise BenchError("the %s child exited with status %s before reporting (its "
                          "error is above)" % (variant, proc.wait()))

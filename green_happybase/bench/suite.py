@@ -5,6 +5,7 @@
 ``wrong_answers``, plus details).
 """
 
+import contextlib
 import os
 import platform
 from typing import Any, Callable, Dict, List
@@ -74,11 +75,13 @@ def run_suite(target: Target, scale: Scale, progress: Progress) -> Dict[str, Any
     results: Dict[str, Dict[Any, Dict[str, Any]]] = {variant: {} for variant in VARIANTS}
 
     def run(variant: str, tasks: List[Dict[str, Any]]) -> None:
-        for task, result in run_variant(variant, dict(spec, tasks=tasks)):
-            progress(_describe(variant, task, result))
-            key = (task["greenlets"], task["size"]) if task["kind"] == "throughput" \
-                else task["kind"]
-            results[variant][key] = result
+        # Closed at once on any error, which ends the child.
+        with contextlib.closing(run_variant(variant, dict(spec, tasks=tasks))) as reports:
+            for task, result in reports:
+                progress(_describe(variant, task, result))
+                key = (task["greenlets"], task["size"]) if task["kind"] == "throughput" \
+                    else task["kind"]
+                results[variant][key] = result
 
     for variant, tasks in plan:
         run(variant, tasks)

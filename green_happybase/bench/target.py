@@ -66,14 +66,19 @@ def open_target(host: Optional[str], port: int, transport: str,
             dataset.create(conn, table)
         except BaseException:
             conn.close()
-            _drop(host, port, options, table)  # it may exist, half loaded
+            _drop(host, port, options, table, server is None)  # it may exist, half loaded
             raise
         conn.close()
-        stack.callback(_drop, host, port, options, table)
+        stack.callback(_drop, host, port, options, table, server is None)
         yield Target(host, port, options, table, server)
 
 
-def _drop(host: str, port: int, options: Dict[str, Any], table: str) -> None:
+def _drop(host: str, port: int, options: Dict[str, Any], table: str, warn: bool) -> None:
+    """Remove *table*; on failure log a warning if *warn*, else quietly.
+
+    An embedded server that has gone (Ctrl-C reaches it too) took the table
+    with it.
+    """
     # A fresh connection: the one that created the table may have gone stale.
     try:
         conn = happybase.Connection(host, port, **options)
@@ -83,4 +88,5 @@ def _drop(host: str, port: int, options: Dict[str, Any], table: str) -> None:
             conn.close()
     except Exception as error:
         # Reported, not raised: it must not hide the error that ended the run.
-        logger.warning("could not remove table %s from %s:%s: %s", table, host, port, error)
+        logger.log(logging.WARNING if warn else logging.DEBUG,
+                   "could not remove table %s from %s:%s: %s", table, host, port, error)

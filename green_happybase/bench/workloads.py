@@ -58,14 +58,37 @@ def lease_overhead(client: Any, table: str, loops: int, repeats: int) -> Dict[st
     return {"lease_us": min(runs), "runs_us": runs}
 
 
+class _Tally:
+    """What the greenlets of one run count, bumped inline (no preemption)."""
+
+    def __init__(self) -> None:
+        self.ops = 0
+        self.wrong = 0
+        self.errors = 0
+        self.first_error: Optional[str] = None
+        self.waiting = 0  # greenlets waiting for a lease right now
+        self.measuring = False
+        self.stop = False
+
+    def failed(self, error: Exception) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = "%s: %s" % (type(error).__name__, error)
+        if self.errors >= _MAX_ERRORS:
+            self.stop = True
+        else:
+            gevent.sleep(0.01)  # a failing server must not turn this into a busy loop
+
+
 def throughput(client: Any, table: str, greenlets: int, warmup: float,
                duration: float) -> Dict[str, Any]:
     """Single-row gets from *greenlets* greenlets looping for *duration* s.
 
     Reports ops/s and client CPU microseconds per call over the measured
     window; each lease's wait in that window (and those not over at its end
-    that are longer than every finished one); the greenlets that waited through all of it (``starved``);
-    and how much the process grew per greenlet waiting for a lease.
+    that are longer than every finished one); the greenlets that waited
+    through all of it (``starved``); and how much the process grew per
+    greenlet waiting for a lease.
     """
     keys, values = dataset.pairs()
     n_keys = len(keys)
@@ -74,46 +97,46 @@ def throughput(client: Any, table: str, greenlets: int, warmup: float,
     # When each greenlet began waiting for its current lease, or None.
     asked_at: List[Optional[float]] = [None] * greenlets
     start = gevent.event.Event()
-    state = {"ops": 0, "wrong": 0, "errors": 0, "first_error": None,
-             "waiting": 0, "measuring": False, "stop": False}
+    tally = _Tally()
 
     def work(i: int) -> None:
         lease = client.leaser(i)
         start.wait()
-        while not state["stop"]:
+        while not tally.stop:
             j = int(pick() * n_keys)
-            state["waiting"] += 1
+            tally.waiting += 1
             got = None
             asked_at[i] = asked = perf_counter()
             try:
                 with lease() as conn:
                     got = perf_counter()
                     asked_at[i] = None
-                    state["waiting"] -= 1
+                    tally.waiting -= 1
                     row = conn.table(table).row(keys[j])
             except Exception as error:
                 if got is None:
                     asked_at[i] = None
-                    state["waiting"] -= 1
-                _failed(state, error)
+                    tally.waiting -= 1
+                tally.failed(error)
                 continue
-            if state["measuring"]:
+            if tally.measuring:
                 waits.append(got - asked)
-            state["ops"] += 1
+            tally.ops += 1
             if row.get(dataset.COLUMN) != values[j]:
-                state["wrong"] += 1
+                tally.wrong += 1
 
     rss_before = _rss()
     workers = [gevent.spawn(work, i) for i in range(greenlets)]
     start.set()
     gevent.sleep(warmup)
     rss_during = _rss()
-    waiting = state["waiting"]
-    ops0, wall0, cpu0 = state["ops"], perf_counter(), process_time()
-    state["measuring"] = True
+    waiting = tally.waiting
+    ops0, wall0, cpu0 = tally.ops, perf_counter(), process_time()
+    tally.measuring = True
     gevent.sleep(duration)
-    ops1, wall1, cpu1 = state["ops"], perf_counter(), process_time()
-    state["measuring"] = False
+    ops1, wall1, cpu1 = tally.ops, perf_counter(), process_time()
+    tally.measuring = False
+    tally.stop = True
     # A wait still going on that is already longer than every finished one
     # counts too (as a lower bound), or a pool that starves some greenlets
     # would look better for it.
@@ -121,9 +144,11 @@ def throughput(client: Any, table: str, greenlets: int, warmup: float,
     waits.extend(wall1 - asked for asked in asked_at
                  if asked is not None and wall1 - asked > longest)
     starved = sum(1 for asked in asked_at if asked is not None and asked <= wall0)
-    state["stop"] = True
     gevent.killall(workers, timeout=_GRACE)
     stuck = sum(1 for worker in workers if not worker.dead)
+    if stuck:
+        tally.errors += stuck
+        tally.first_error = tally.first_error or "%d greenlets did not stop" % stuck
     ops = ops1 - ops0
     result = {
         "greenlets": greenlets,
@@ -131,10 +156,9 @@ def throughput(client: Any, table: str, greenlets: int, warmup: float,
         "seconds": wall1 - wall0,
         "ops_s": ops / (wall1 - wall0),
         "cpu_us": (cpu1 - cpu0) / ops * 1e6 if ops else None,
-        "wrong": state["wrong"],
-        "errors": state["errors"] + stuck,
-        "first_error": state["first_error"] or ("%d greenlets did not stop" % stuck
-                                                if stuck else None),
+        "wrong": tally.wrong,
+        "errors": tally.errors,
+        "first_error": tally.first_error,
         "waiting": waiting,
         "starved": starved,
         "bytes_per_waiter": (rss_during - rss_before) / waiting
@@ -142,16 +166,6 @@ def throughput(client: Any, table: str, greenlets: int, warmup: float,
     }
     result.update(_wait_stats(waits))
     return result
-
-
-def _failed(state: Dict[str, Any], error: Exception) -> None:
-    state["errors"] += 1
-    if state["first_error"] is None:
-        state["first_error"] = "%s: %s" % (type(error).__name__, error)
-    if state["errors"] >= _MAX_ERRORS:
-        state["stop"] = True
-    else:
-        gevent.sleep(0.01)  # a failing server must not turn this into a busy loop
 
 
 def _wait_stats(waits: array) -> Dict[str, Any]:
@@ -186,41 +200,48 @@ def interrupted(client: Any, table: str, leases: int, greenlets: int,
         samples.append(perf_counter() - started)
     call = statistics.median(samples)
     deadline = perf_counter() + time_limit
-    state = {"left": leases, "calls": 0, "wrong": 0, "cut": 0, "errors": 0,
-             "first_error": None, "stop": False}
+    tally = _Tally()
+    cut = 0
+    left = leases
 
     def work(i: int) -> None:
+        nonlocal cut, left
         lease = client.leaser(i)
-        while state["left"] > 0 and not state["stop"] and perf_counter() < deadline:
-            state["left"] -= 1
+        while left > 0 and not tally.stop and perf_counter() < deadline:
+            left -= 1
             j = rnd.randrange(len(keys))
-            cut = rnd.uniform(0.2, 1.0) * call if rnd.random() < fraction else None
-            row = None
+            limit = rnd.uniform(0.2, 1.0) * call if rnd.random() < fraction else None
             try:
                 with lease() as conn:
-                    state["calls"] += 1
-                    if cut is None:
+                    tally.ops += 1
+                    if limit is None:
                         row = conn.table(table).row(keys[j])
                     else:
-                        with gevent.Timeout(cut, False):
-                            row = conn.table(table).row(keys[j])
+                        try:
+                            with gevent.Timeout(limit) as timer:
+                                row = conn.table(table).row(keys[j])
+                        except gevent.Timeout as expired:
+                            if expired is not timer:
+                                raise
+                            cut += 1
+                            continue
             except Exception as error:
-                _failed(state, error)
+                tally.failed(error)
                 continue
-            if row is None:
-                state["cut"] += 1
-            elif row.get(dataset.COLUMN) != values[j]:
-                state["wrong"] += 1
+            if row.get(dataset.COLUMN) != values[j]:
+                tally.wrong += 1
 
     workers = [gevent.spawn(work, i) for i in range(greenlets)]
     gevent.joinall(workers, timeout=time_limit + _GRACE)
     gevent.killall(workers, timeout=_GRACE)
+    if left > 0:
+        tally.errors += 1
+        tally.first_error = tally.first_error or "%d leases not done in time" % left
     return {
-        "calls": state["calls"],
-        "wrong": state["wrong"],
-        "interrupted": state["cut"],
-        "errors": state["errors"] + (1 if state["left"] > 0 else 0),
-        "first_error": state["first_error"] or (
-            "%d leases not done in time" % state["left"] if state["left"] > 0 else None),
+        "calls": tally.ops,
+        "wrong": tally.wrong,
+        "interrupted": cut,
+        "errors": tally.errors,
+        "first_error": tally.first_error,
         "call_ms": call * 1e3,
     }
