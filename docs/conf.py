@@ -1,0 +1,25 @@
+"""Sphinx configuration: ``sphinx-build -W --keep-going -E docs docs/_build``."""
+import os
+import sys
+
+# The package is importable from a checkout even without an install.
+sys.path.insert(0, os.path.abspath(".."))
+
+import green_happybase  # noqa: E402
+
+project = "green_happybase"
+author = "green_happybase contributors"
+copyright = "green_happybase contributors"
+release = version = green_happybase.__version__
+
+extensions = ["sphinx.ext.autodoc"]
+# readme_sections.rst is a draft for README.rst, not a page of its own.
+exclude_patterns = ["_build", "readme_sections.rst"]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+autoclass_content = "class"
+
+html_theme = "alabaster"
+html_static_path: list = []
