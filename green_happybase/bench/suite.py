@@ -33,15 +33,9 @@ def _machine() -> Dict[str, Any]:
         "happybase": happybase.__version__,
         "green_happybase": green_happybase.__version__,
         "platform": platform.platform(),
+        # Other work on the machine skews ops/s more than CPU time per call.
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
-
-
-def _throughput_tasks(scale: Scale) -> List[Dict[str, Any]]:
-    # The largest run first: the process grows from its smallest size then,
-    # so its memory per waiting greenlet is not hidden by memory freed earlier.
-    return [{"kind": "throughput", "greenlets": greenlets, "size": size,
-             "warmup": scale.warmup, "duration": scale.duration}
-            for greenlets, size in sorted(POINTS, reverse=True)]
 
 
 def _describe(variant: str, task: Dict[str, Any], result: Dict[str, Any]) -> str:
@@ -67,11 +61,15 @@ def run_suite(target: Target, scale: Scale, progress: Progress) -> Dict[str, Any
     """Run every workload against *target*; report each step to *progress*."""
     spec = {"host": target.host, "port": target.port, "options": target.options,
             "table": target.table}
-    throughput = _throughput_tasks(scale)
     lease = {"kind": "lease", "size": 1, "loops": scale.lease_loops,
              "repeats": scale.lease_repeats}
-    plan = [(variant, ([lease] if variant in ("green", "happybase") else []) + throughput)
-            for variant in VARIANTS]
+    plan = [(variant, [lease]) for variant in ("green", "happybase")]
+    # Point by point, every variant in a fresh process: the variants compared
+    # run close in time on a shared machine, and memory grows from a clean
+    # start.
+    plan += [(variant, [{"kind": "throughput", "greenlets": greenlets, "size": size,
+                         "warmup": scale.warmup, "duration": scale.duration}])
+             for greenlets, size in POINTS for variant in VARIANTS]
     results: Dict[str, Dict[Any, Dict[str, Any]]] = {variant: {} for variant in VARIANTS}
 
     def run(variant: str, tasks: List[Dict[str, Any]]) -> None:
