@@ -22,8 +22,8 @@ An extra column, ``raw_patched``, is ``raw`` with plain
 ``happybase.Connection`` objects in a patched process: the price of the
 connection class rather than of the pool.
 
-Each variant runs in a child process of its own and reports JSON lines on its
-stdout; see :mod:`green_happybase.bench.runner`.
+Every workload of every variant runs in a fresh child process, which reports
+JSON lines on its stdout; see :mod:`green_happybase.bench.runner`.
 """
 
 __all__: list = []
