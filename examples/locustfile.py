@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from locust import User, between, events, task
 from locust.exception import StopUser
+from locust.runners import MasterRunner
 
 import green_happybase
 
@@ -81,6 +82,8 @@ def _size(result: Any) -> int:
 @events.test_start.add_listener
 def _build_pool(environment: Any, **kwargs: Any) -> None:
     # Once per process, before any user starts: users must share one pool.
+    if isinstance(environment.runner, MasterRunner):
+        return  # a distributed run's master runs no users
     url = environment.host or os.environ.get(green_happybase.config.ENV_URL)
     if not url:
         raise SystemExit("give --host hbase://HOST:PORT/?size=N or set %s"

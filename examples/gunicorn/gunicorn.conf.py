@@ -11,6 +11,10 @@ app, but no pool exists until each worker builds its own in
 import would also survive the fork: the pool and the registry drop inherited
 connections in the child. Building it in the worker is simply clearer and
 fails the worker's boot if HBase is unreachable.)
+
+With ``--preload`` gevent warns that ``ssl`` was imported before the worker
+patched it (thriftpy2 imports it); the pool does not use ssl, nor needs the
+patching.
 """
 import os
 
