@@ -8,9 +8,10 @@ from .errors import (
     PoolClosed,
     PoolError,
     PoolExhausted,
+    PoolNotConfigured,
     ReplyMismatch,
 )
-from .config import PoolNotConfigured, configure, get_pool
+from .config import close_all, configure, get_pool
 from .pool import ConnectionPool
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "PoolNotConfigured",
     "configure",
     "get_pool",
+    "close_all",
 ]
 
 logging.getLogger("green_happybase").addHandler(logging.NullHandler())

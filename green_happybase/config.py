@@ -21,7 +21,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 from happybase.connection import COMPAT_MODES, THRIFT_PROTOCOLS, THRIFT_TRANSPORTS
 
-from .errors import PoolError
+from .errors import PoolNotConfigured
 
 if TYPE_CHECKING:
     # Imported late at run time: pool.py imports parse_url from here.
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SIZE",
     "ENV_URL",
-    "PoolNotConfigured",
     "close_all",
     "configure",
     "get_pool",
@@ -47,10 +46,6 @@ _DEFAULT_PORT = 9090
 _NONE_WORDS = ("", "none")
 _TRUE_WORDS = ("1", "true", "yes", "on")
 _FALSE_WORDS = ("0", "false", "no", "off")
-
-
-class PoolNotConfigured(PoolError, LookupError):
-    """:func:`get_pool` found no pool under that name (and no URL to build one)."""
 
 
 # -- URL values --------------------------------------------------------------

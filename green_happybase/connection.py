@@ -165,5 +165,12 @@ class GreenConnection(happybase.Connection):
         poller.register(self._socket.sock.fileno(), _POLL_FLAGS)
         self._poll = poller.poll
 
+    def close(self) -> None:
+        """Close the connection; in a forked child, only this process's copy."""
+        if self._pid != _green.pid:
+            self._forget()
+        else:
+            super().close()
+
     def _forget(self) -> None:
         self._socket.forget()

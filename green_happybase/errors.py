@@ -15,6 +15,7 @@ __all__ = [
     "ConnectionFailed",
     "LeaseError",
     "ReplyMismatch",
+    "PoolNotConfigured",
 ]
 
 
@@ -55,6 +56,11 @@ class ReplyMismatch(PoolError):
     """
 
 
-for _cls in (PoolError, PoolExhausted, PoolClosed, ConnectionFailed, LeaseError, ReplyMismatch):
+class PoolNotConfigured(PoolError, LookupError):
+    """``get_pool()`` found no pool under that name, and no URL to build one."""
+
+
+for _cls in (PoolError, PoolExhausted, PoolClosed, ConnectionFailed, LeaseError, ReplyMismatch,
+             PoolNotConfigured):
     _cls.__module__ = "green_happybase"
 del _cls

@@ -191,10 +191,10 @@ FORK_SCRIPT = textwrap.dedent("""
     from green_happybase import ConnectionPool
     host, port = sys.argv[1], int(sys.argv[2])
     pool = ConnectionPool(2, host=host, port=port)
-    with pool.connection() as conn:
-        conn.create_table("t", {"f": {}})
+    with pool.connection() as inherited:
+        inherited.create_table("t", {"f": {}})
         for i in range(20):
-            conn.table("t").put(b"row-%d" % i, {b"f:v": b"value-%d" % i})
+            inherited.table("t").put(b"row-%d" % i, {b"f:v": b"value-%d" % i})
 
     def check(who):
         ok = 0
@@ -207,6 +207,7 @@ FORK_SCRIPT = textwrap.dedent("""
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
+        inherited.close()  # must not shut down the parent's socket
         result = {"child": check("child"), "child_open": pool.stats()["open"]}
         os.write(write_end, json.dumps(result).encode())
         os._exit(0)
