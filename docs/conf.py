@@ -13,8 +13,7 @@ copyright = "green_happybase contributors"
 release = version = green_happybase.__version__
 
 extensions = ["sphinx.ext.autodoc"]
-# readme_sections.rst is a draft for README.rst, not a page of its own.
-exclude_patterns = ["_build", "readme_sections.rst"]
+exclude_patterns = ["_build"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -44,7 +44,7 @@ def test_mypy_is_clean_on_the_package_and_examples(tmp_path):
 
 
 @needs("docutils")
-@pytest.mark.parametrize("path", ["README.rst", "docs/readme_sections.rst"])
+@pytest.mark.parametrize("path", ["README.rst"])
 def test_readme_is_plain_rest_that_pypi_can_render(path):
     """PyPI renders the README with docutils alone: no Sphinx roles or directives."""
     from docutils.core import publish_doctree
