@@ -96,7 +96,7 @@ def _build_pool(environment: Any, **kwargs: Any) -> None:
 
 @events.test_stop.add_listener
 def _close_pool(environment: Any, **kwargs: Any) -> None:
-    green_happybase.config.close_all(timeout=5)
+    green_happybase.close_all(timeout=5)
 
 
 class HBaseUser(User):

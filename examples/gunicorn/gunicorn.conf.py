@@ -42,4 +42,4 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     """Return every connection before the worker goes."""
-    green_happybase.config.close_all(timeout=5)
+    green_happybase.close_all(timeout=5)
