@@ -378,3 +378,47 @@ def test_check_callable_runs_only_for_long_idle_connections(hbase_server):
     assert len(calls) == 2
     assert any(r.startswith("check failed") for r in log.reasons)
     pool.close()
+
+
+def test_connections_closed_by_server_after_replies_are_replaced_unseen(hbase_server):
+    """The server closes each connection after 3 calls: no call fails."""
+    pool = make_pool(hbase_server, size=4)
+    fill_table(pool)
+    hbase_server.close_after(3)
+    askers = [gevent.spawn(lambda: [ask(pool, k % ROWS) for k in range(10)])
+              for _ in range(30)]
+    gevent.joinall(askers, timeout=30, raise_error=True)
+    assert all(all(asker.value) for asker in askers)
+    assert pool.stats()["discarded_total"] >= 300 // 3 - 4
+    assert balanced(pool)
+
+
+def test_refused_connects_back_off_then_recover(hbase_server):
+    fill_table(make_pool(hbase_server, size=1))
+    pool = make_pool(hbase_server, size=2, retry_interval=0.05, retry_max=0.1,
+                     autoconnect=False)
+    hbase_server.refuse_connections(0.3)
+    with pytest.raises(ConnectionFailed, match=hbase_server.address):
+        ask(pool, 1)
+    with pytest.raises(ConnectionFailed, match="backing off"):
+        ask(pool, 1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            assert ask(pool, 1)
+            break
+        except ConnectionFailed:
+            gevent.sleep(0.05)
+    assert pool.stats()["hosts"][hbase_server.address]["failures"] == 0
+    assert pool.stats()["connect_errors_total"] >= 1
+
+
+def test_interrupted_connect_frees_its_slot(hbase_server):
+    """A greenlet killed while connecting leaves the slot free."""
+    pool = make_pool(hbase_server, size=1, autoconnect=False)
+    connecting = gevent.spawn(ask, pool, 1)
+    gevent.sleep(0)  # it reserved the slot and is connecting
+    connecting.kill()
+    assert pool.stats()["open"] == 0 and pool._n_slots == 0
+    fill_table(pool)
+    assert ask(pool, 2)
