@@ -592,7 +592,7 @@ class ConnectionPool:
                 continue
             self._n_waiting -= 1
             waiter.item = item
-            _green.get_hub().loop.run_callback(waiter.switch, None)
+            waiter.hub.loop.run_callback(waiter.switch, None)
             return True
         return False
 
