@@ -630,7 +630,7 @@ class ConnectionPool:
         return self._idle.get_nowait()
 
     def _unusable(self, conn: GreenConnection) -> Optional[str]:
-        """Why an idle connection must not be leased, or ``None``."""
+        """Why a connection about to be leased must not be, or ``None``."""
         if self._check is False:
             return None
         if conn._poll(0):
@@ -652,10 +652,11 @@ class ConnectionPool:
 
     def _new_connection(self, timeout: Optional[float], started: float) -> GreenConnection:
         """Open a connection in a slot already counted in ``_n_slots``."""
+        conn = GreenConnection(self, "localhost", _DEFAULT_PORT, **self._connection_kwargs)
         try:
-            conn = GreenConnection(self, "localhost", _DEFAULT_PORT, **self._connection_kwargs)
             self._connect(conn, None if timeout is None else started + timeout)
         except BaseException:
+            conn.close()  # a connect cut by a timeout or kill leaves a socket
             self._release_slot()
             raise
         self._n_open += 1
