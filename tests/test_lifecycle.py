@@ -291,7 +291,19 @@ def test_min_size_is_refilled_after_losses(hbase_server):
     pool.close()
 
 
-def test_leak_timeout_warns_once_with_the_holders_stack(hbase_server, caplog):
+class _Warnings(logging.Handler):
+    """Collects the pool's warnings and signals the first one."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages, self.first = [], Event()
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+        self.first.set()
+
+
+def test_leak_timeout_warns_once_with_the_holders_stack(hbase_server):
     pool = make_pool(hbase_server, size=2, leak_timeout=0.05)
     release = Event()
 
@@ -299,18 +311,20 @@ def test_leak_timeout_warns_once_with_the_holders_stack(hbase_server, caplog):
         with pool.connection():
             release.wait(5)
 
-    holder = gevent.spawn(forgetful_holder)
-    with caplog.at_level(logging.WARNING, logger="green_happybase"):
-        deadline = time.monotonic() + 5
-        while not caplog.records and time.monotonic() < deadline:
-            gevent.sleep(0.02)
-        gevent.sleep(0.2)  # more maintenance rounds: still one warning
+    warnings = _Warnings()
+    logger = logging.getLogger("green_happybase")
+    logger.addHandler(warnings)
+    try:
+        holder = gevent.spawn(forgetful_holder)
+        assert warnings.first.wait(5)
+        gevent.sleep(0.2)  # several more maintenance rounds: still one warning
+    finally:
+        logger.removeHandler(warnings)
     release.set()
     holder.join(5)
-    warnings = [r for r in caplog.records if "leak_timeout" in r.getMessage()]
-    assert len(warnings) == 1
-    assert "forgetful_holder" in warnings[0].getMessage()
-    pool.close()
+    leaks = [m for m in warnings.messages if "leak_timeout" in m]
+    assert len(leaks) == 1
+    assert "forgetful_holder" in leaks[0]
 
 
 def test_close_with_timeout_drains_leases(hbase_server):
