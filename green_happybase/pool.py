@@ -82,7 +82,7 @@ class _Lease:
             conn._depth += 1
             return conn
         # The common case inline: a warm, quiet connection on the stack.
-        if pool._n_idle and pool._check is True and not pool._closed:
+        if pool._n_idle and pool._fast:
             pool._n_idle -= 1
             conn = pool._idle.get_nowait()
             if conn._poll(0):
@@ -99,22 +99,24 @@ class _Lease:
             pool._leased(conn)
         return conn
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         pool = self._pool
         me = _getcurrent()
-        conn = pool._leases.get(me)
+        conn = pool._leases.pop(me, None)
         if conn is None:
             return  # dropped since: the process forked, or close() timed out
-        conn._depth -= 1
-        if conn._depth:
+        if conn._depth > 1:  # a nested lease ends: the outer one holds on
+            conn._depth -= 1
+            pool._leases[me] = conn
             return
-        del pool._leases[me]
         conn._owner = None
         if pool._on_checkin is not None:
             pool._call_hook(pool._on_checkin, conn)
         now = _monotonic()
-        if (conn._in_call or pool._waiters or pool._closed or now >= conn._expires
-                or pool._n_idle >= pool._max_idle or conn._pid != _green.pid):
+        # A connection inherited across fork may go back on the stack here:
+        # the next lease's pid check drops the whole stack.
+        if (conn._in_call or pool._waiters or not pool._fast or now >= conn._expires
+                or pool._n_idle >= pool._max_idle):
             pool._checkin(conn)
         else:
             # The common case inline: a clean connection back on the stack.
@@ -139,11 +141,11 @@ class _PrefixedLease(_Lease):
         conn.table_prefix = self._prefix
         return conn
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn = self._pool._leases.get(_getcurrent())
         if conn is not None:
             conn.table_prefix = conn._saved_prefixes.pop()
-        super().__exit__(*exc_info)
+        super().__exit__(exc_type, exc, tb)
 
 
 class ConnectionPool:
@@ -283,6 +285,8 @@ class ConnectionPool:
         self._watch_leases = leak_timeout is not None or on_checkout is not None
         self._reset()
         self._closed = False
+        # The inline paths of a lease apply: open, and checked by poll alone.
+        self._fast = check is True
         self._drained: Optional[Any] = None
         self._constructed = False  # the maintainer waits for the constructor
         logger.debug("pool %s: size %d, servers %s", self.name, size,
@@ -466,6 +470,7 @@ class ConnectionPool:
             self._after_fork()
         if not self._closed:
             self._closed = True
+            self._fast = False
             logger.debug("pool %s: closing", self.name)
             while self._hand_off(_CLOSED):
                 pass
