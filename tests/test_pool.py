@@ -1,6 +1,8 @@
 """The core pool: greenlet leases, LIFO reuse, FIFO waiters, clean connections."""
 
 import random
+import socket
+import time
 
 import gevent
 import happybase
@@ -484,3 +486,43 @@ def test_table_lease_and_per_lease_prefix(hbase_server):
     with pool.connection() as conn:
         assert conn.table_prefix == b"app"
         assert conn.table("t").row(b"k") == {b"f:c": b"v"}
+
+
+def test_keyboard_interrupt_mid_call_discards_the_connection(pool, hbase_server):
+    hbase_server.set_latency(0.05)
+    with pytest.raises(KeyboardInterrupt):
+        with pool.connection() as conn:
+            with gevent.Timeout(0.01, KeyboardInterrupt):
+                conn.table("t").row(b"row-1")
+    hbase_server.set_latency(0)
+    assert pool.stats()["discarded_total"] == 1
+    with pool.connection() as again:
+        assert again is not conn
+        assert again.table("t").row(b"row-3")[b"f:v"] == b"value-3"
+    assert balanced(pool)
+
+
+def test_one_deadline_covers_the_connect():
+    """A server that never completes the handshake: the lease gives up in time."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    backlog = []
+    for _ in range(4):  # fill the accept queue: later connects hang
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        backlog.append(filler)
+    pool = ConnectionPool(2, host="127.0.0.1", port=port, autoconnect=False)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectionFailed, match="127.0.0.1:%d" % port):
+            with pool.connection(timeout=0.2):
+                pass
+        assert time.monotonic() - started < 5  # not the OS's minutes-long SYN retries
+        assert pool.stats()["open"] == 0 and pool._n_slots == 0
+    finally:
+        pool.close()
+        for sock in backlog + [listener]:
+            sock.close()
