@@ -20,7 +20,10 @@ connection under gevent:
 
 An extra column, ``raw_patched``, is ``raw`` with plain
 ``happybase.Connection`` objects in a patched process: the price of the
-connection class rather than of the pool.
+connection class rather than of the pool. Another, ``raw_fifo``, is ``raw``
+with a lock that serves waiting greenlets in order, as the pool does: gevent's
+locks let a releasing greenlet take the lock straight back, so ``raw`` never
+pays for fairness and starves most of its greenlets.
 
 Every workload of every variant runs in a fresh child process, which reports
 JSON lines on its stdout; see :mod:`green_happybase.bench.runner`.

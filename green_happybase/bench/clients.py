@@ -6,18 +6,20 @@ pool's own ``connection`` method, so the hot loop measures the pool and
 nothing of ours.
 """
 
-from typing import Any, Callable, Dict, List, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Tuple
 
 import gevent
 import gevent.lock
 import happybase
+from gevent.hub import Waiter
 
 from green_happybase import ConnectionPool, GreenConnection
 
 __all__ = ["VARIANTS", "PATCHED", "make_client"]
 
 #: Every variant, in report order.
-VARIANTS = ("green", "happybase", "raw", "per_request", "raw_patched")
+VARIANTS = ("green", "happybase", "raw", "per_request", "raw_patched", "raw_fifo")
 #: The variants whose process runs ``gevent.monkey.patch_all()`` first.
 PATCHED = frozenset(["happybase", "per_request", "raw_patched"])
 
@@ -40,12 +42,41 @@ class _PoolClient:
             close()
 
 
+class _FifoLock:
+    """A lock handed to its oldest waiter on release, never to a newcomer.
+
+    gevent's own locks let the releasing greenlet take the lock straight
+    back; this one serves waiters in order, as the pool does, so that
+    ``raw_fifo`` shows what fairness alone costs. (The throughput workload
+    interrupts nobody, so a waiter is never cancelled.)
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: Deque[Any] = deque()
+
+    def acquire(self) -> None:
+        if self._held:
+            waiter = Waiter()
+            self._waiters.append(waiter)
+            waiter.get()  # the releaser handed the lock over: still held
+        else:
+            self._held = True
+
+    def release(self) -> None:
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.hub.loop.run_callback(waiter.switch, None)
+        else:
+            self._held = False
+
+
 class _Group:
     """One connection shared by a group of greenlets, one at a time."""
 
-    def __init__(self, conn: Any, owned: bool) -> None:
+    def __init__(self, conn: Any, owned: bool, fair: bool = False) -> None:
         self.conn = conn
-        self._lock = gevent.lock.Semaphore()
+        self._lock: Any = _FifoLock() if fair else gevent.lock.Semaphore()
         # A GreenConnection serves only the greenlet recorded as holding it.
         self._owned = owned
 
@@ -68,7 +99,7 @@ class _RawClient:
     """*size* persistent connections; greenlet *i* uses number ``i % size``."""
 
     def __init__(self, size: int, address: Address, options: Dict[str, Any],
-                 green: bool) -> None:
+                 green: bool, fair: bool = False) -> None:
         self._groups: List[_Group] = []
         for _ in range(size):
             if green:
@@ -77,7 +108,7 @@ class _RawClient:
                 conn.open()
             else:
                 conn = happybase.Connection(address[0], address[1], **options)
-            self._groups.append(_Group(conn, owned=green))
+            self._groups.append(_Group(conn, owned=green, fair=fair))
 
     def leaser(self, i: int) -> Lease:
         return self._groups[i % len(self._groups)].lease
@@ -147,6 +178,8 @@ def make_client(variant: str, size: int, address: Address, options: Dict[str, An
         return _RawClient(size, address, options, green=True)
     if variant == "raw_patched":
         return _RawClient(size, address, options, green=False)
+    if variant == "raw_fifo":
+        return _RawClient(size, address, options, green=True, fair=True)
     if variant == "per_request":
         return _PerRequest(size, address, options)
     raise ValueError("unknown variant %r; choose from %s" % (variant, ", ".join(VARIANTS)))

@@ -87,7 +87,8 @@ def render(figures: Dict[str, Any]) -> str:
         lines.append("  %9d %4d %s" % (point["greenlets"], point["size"], cells))
     lines += ["  raw: GreenConnection, no pool, unpatched; raw_patched: happybase.Connection, "
               "no pool, patched;",
-              "  per_request: a new happybase.Connection per get, at most size at once"]
+              "  per_request: a new happybase.Connection per get, at most size at once;",
+              "  raw_fifo: raw with a lock that serves waiters in order, as the pool does"]
     lines += ["", "Lease wait at %d greenlets, size %d, steady state" % (
         wait["greenlets"], wait["size"]),
         "  %-12s %8s %8s %8s %8s %8s %13s" % ("", "p50 ms", "p99 ms", "max ms", "mean ms",
