@@ -57,7 +57,7 @@ class _FifoLock:
 
     def acquire(self) -> None:
         if self._held:
-            waiter = Waiter()
+            waiter: Any = Waiter()
             self._waiters.append(waiter)
             waiter.get()  # the releaser handed the lock over: still held
         else:
