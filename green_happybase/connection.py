@@ -13,6 +13,7 @@ below happybase's API:
   is never used again.
 """
 
+import select
 import socket
 from typing import Any
 
@@ -28,7 +29,7 @@ from Hbase_thrift import Hbase  # noqa: E402  isort:skip
 
 __all__ = ["GreenConnection"]
 
-_POLL_FLAGS = getattr(socket, "POLLIN", 1) | getattr(socket, "POLLPRI", 2)
+_POLL_FLAGS = select.POLLIN | select.POLLPRI
 _MAX_SEQID = 0x7FFFFFFF
 
 

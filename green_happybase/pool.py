@@ -295,7 +295,7 @@ class ConnectionPool:
             try:
                 for _ in range(max(1, min_size)):
                     self._n_slots += 1
-                    self._checkin(self._new_connection(acquire_timeout, time.monotonic()))
+                    self._checkin(self._new_connection(acquire_timeout, _monotonic()))
             except BaseException:
                 self.close()
                 raise
@@ -432,7 +432,7 @@ class ConnectionPool:
                                       ``sum`` (seconds), ``count``
         ============================  ==========================================
         """
-        now = time.monotonic()
+        now = _monotonic()
         waited = list(self._wait_counts)
         acquired = self._acquired_total
         waited[0] += acquired - sum(waited)  # leases that did not wait at all
@@ -516,8 +516,7 @@ class ConnectionPool:
         if timeout is None:
             timeout = self._acquire_timeout
         while self._n_idle:
-            self._n_idle -= 1
-            conn = self._idle.get_nowait()
+            conn = self._pop_idle()
             reason = self._unusable(conn)
             if reason is None:
                 self._acquired_total += 1
@@ -525,19 +524,19 @@ class ConnectionPool:
             self._discard(conn, reason, logging.INFO)
         if self._n_slots < self.size:
             self._n_slots += 1
-            conn = self._new_connection(timeout, time.monotonic())
+            conn = self._new_connection(timeout, _monotonic())
         else:
             conn = self._wait(timeout, block)
         self._acquired_total += 1
         return conn
 
     def _wait(self, timeout: Optional[float], block: bool) -> GreenConnection:
-        started = time.monotonic()
+        started = _monotonic()
         if not block or timeout == 0 or (
                 self._max_waiting is not None and self._n_waiting >= self._max_waiting):
             raise self._exhausted(started)
         item = self._wait_for_item(None if timeout is None else started + timeout, started)
-        waited = time.monotonic() - started
+        waited = _monotonic() - started
         self._wait_counts[bisect.bisect_left(WAIT_BUCKETS, waited)] += 1
         self._wait_sum += waited
         if item is not None:
@@ -561,7 +560,7 @@ class ConnectionPool:
         timer = None
         try:
             if deadline is not None:
-                timer = _green.Timeout.start_new(max(0.0, deadline - time.monotonic()))
+                timer = _green.Timeout.start_new(max(0.0, deadline - _monotonic()))
             waiter.get()
         except BaseException as error:
             if waiter.item is _NOTHING:
@@ -586,7 +585,7 @@ class ConnectionPool:
         return PoolExhausted(
             "no connection available in pool %s: size %d, %d leased, %d waiting, "
             "waited %.3f s" % (self.name, self.size, self._n_open - self._n_idle,
-                               self._n_waiting, time.monotonic() - started))
+                               self._n_waiting, _monotonic() - started))
 
     def _hand_off(self, item: Any) -> bool:
         """Give *item* to the oldest live waiter, if any."""
@@ -640,7 +639,7 @@ class ConnectionPool:
             return None
         if conn._poll(0):
             return _NOT_QUIET
-        if self._check is not True and time.monotonic() - conn._last_used > self._check_after:
+        if self._check is not True and _monotonic() - conn._last_used > self._check_after:
             conn._owner = _green.getcurrent()
             try:
                 self._check(conn)
@@ -674,12 +673,12 @@ class ConnectionPool:
 
     def _connect(self, conn: GreenConnection, deadline: Optional[float]) -> None:
         """Connect *conn* to the next server that answers, within *deadline*."""
-        now = time.monotonic()
+        now = _monotonic()
         ready, backing_off = self._hosts.candidates(now)
         failures = []
         last_error: Optional[Exception] = None
         for host in ready:
-            remaining = None if deadline is None else deadline - time.monotonic()
+            remaining = None if deadline is None else deadline - _monotonic()
             if remaining is not None and remaining <= 0:
                 failures.append("%s (deadline passed)" % host.address)
                 break
@@ -693,7 +692,7 @@ class ConnectionPool:
                 continue
             self._hosts.succeeded(host)
             conn._host = host
-            conn._created = conn._last_used = time.monotonic()
+            conn._created = conn._last_used = _monotonic()
             conn._expires = (float("inf") if self._max_lifetime is None else
                              conn._created + self._max_lifetime * (1 - 0.1 * random.random()))
             logger.debug("pool %s: connected to %s", self.name, host.address)
@@ -771,7 +770,7 @@ class ConnectionPool:
 
     def _expire_idle(self) -> None:
         """Close expired idle connections, and long-idle ones above *min_size*."""
-        now = time.monotonic()
+        now = _monotonic()
         idle = []
         while self._n_idle:
             idle.append(self._pop_idle())
@@ -790,12 +789,12 @@ class ConnectionPool:
 
     def _refill(self) -> None:
         while not self._closed and self._n_slots < self.min_size:
-            ready, _ = self._hosts.candidates(time.monotonic())
+            ready, _ = self._hosts.candidates(_monotonic())
             if not ready:
                 return
             self._n_slots += 1
             try:
-                conn = self._new_connection(None, time.monotonic())
+                conn = self._new_connection(None, _monotonic())
             except ConnectionFailed:
                 return  # logged with its back-off; the next round tries again
             self._checkin(conn)
@@ -803,7 +802,7 @@ class ConnectionPool:
     def _warn_leaks(self) -> None:
         if self._leak_timeout is None:
             return
-        now = time.monotonic()
+        now = _monotonic()
         for holder, conn in list(self._leases.items()):
             if not conn._leak_warned and now - conn._leased_at > self._leak_timeout:
                 conn._leak_warned = True
