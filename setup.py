@@ -24,7 +24,19 @@ setup(
             "mypy>=1.5",
             "types-gevent",
             "sphinx>=7",
+            "hypothesis>=6.90",
+            "trustme>=1.1",
+            "opentelemetry-api>=1.20",
+            "opentelemetry-sdk>=1.20",
+            "ruff>=0.5",
+            "build>=1.0",
+            "twine>=5",
         ],
+        # Real Kerberos: python-gssapi builds against libkrb5-dev; the tests
+        # also need an MIT KDC (krb5-kdc, krb5-admin-server) for k5test.
+        "kerberos": ["gssapi>=1.8"],
+        "kerberos-test": ["gssapi>=1.8", "k5test>=0.10"],
+        "otel": ["opentelemetry-api>=1.20"],
     },
     entry_points={"pytest11": ["green_happybase = green_happybase.testing.plugin"]},
     classifiers=[
