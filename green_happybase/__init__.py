@@ -3,6 +3,7 @@ import logging
 
 from .connection import GreenConnection
 from .errors import (
+    AuthenticationFailed,
     ConnectionFailed,
     LeaseError,
     PoolClosed,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConnectionPool",
     "GreenConnection",
+    "AuthenticationFailed",
     "ConnectionFailed",
     "LeaseError",
     "PoolClosed",

@@ -16,6 +16,7 @@ __all__ = [
     "LeaseError",
     "ReplyMismatch",
     "PoolNotConfigured",
+    "AuthenticationFailed",
 ]
 
 
@@ -60,7 +61,30 @@ class PoolNotConfigured(PoolError, LookupError):
     """``get_pool()`` found no pool under that name, and no URL to build one."""
 
 
+class AuthenticationFailed(ConnectionFailed):
+    """The gateway refused our credentials, or we refused its certificate.
+
+    A misconfiguration, not an outage: the host is not backed off as if it
+    were down. :attr:`host` is the ``host:port``, :attr:`mechanism` the
+    method that failed (``"GSSAPI"``, ``"SPNEGO"``, ``"PLAIN"``, ``"Basic"``,
+    ``"Bearer"``, ``"Headers"``, ``"TLS"``...) and :attr:`reason` what the
+    server or the security library said (a SASL status and message, an HTTP
+    401, a GSSAPI error with its minor status, a certificate error).
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, host: str, mechanism: str, reason: str) -> None:
+        super().__init__(host, mechanism, reason)
+        self.host = host
+        self.mechanism = mechanism
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return "%s authentication with %s failed: %s" % (self.mechanism, self.host, self.reason)
+
+
 for _cls in (PoolError, PoolExhausted, PoolClosed, ConnectionFailed, LeaseError, ReplyMismatch,
-             PoolNotConfigured):
+             PoolNotConfigured, AuthenticationFailed):
     _cls.__module__ = "green_happybase"
 del _cls
