@@ -1,7 +1,7 @@
 """The one seam through which the pool uses gevent.
 
 Everything here belongs to the hub of the thread that uses it: a pool serves
-the greenlets of one hub. The pool imports gevent's primitives directly, never
+the greenlets of one hub, and :func:`thread_id` tells which OS thread that is. The pool imports gevent's primitives directly, never
 the stdlib's, so a pool built before ``gevent.monkey.patch_all()`` behaves
 exactly like one built after.
 """
@@ -27,11 +27,16 @@ __all__ = [
     "poll",
     "sleep",
     "spawn",
+    "thread_id",
 ]
 
 # The health check must never yield: it asks the kernel directly, even when
 # gevent has patched the select module.
 poll = get_original("select", "poll")
+
+#: The OS thread's id, even when gevent has patched ``threading`` (where the
+#: patched ``get_ident`` names the greenlet instead).
+thread_id = get_original("_thread", "get_ident")
 
 #: This process's id, kept current across ``os.fork()`` so that the hot path
 #: compares a number instead of making a system call.

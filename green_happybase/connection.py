@@ -11,21 +11,25 @@ below happybase's API:
   and marks the connection as being mid-call until its reply has been read in
   full. A connection still marked when its lease ends may hold half an RPC and
   is never used again.
+
+Which place a connection is in (connecting, idle, leased, handed to a waiter,
+gone) is the pool's business: see :mod:`green_happybase.pool`.
 """
 
+import ipaddress
 import select
 import socket
-from typing import Any
+from typing import Any, Optional
 
 import happybase
 from thriftpy2.thrift import TApplicationException, TClient, TMessageType
-from thriftpy2.transport import TSocket
+from thriftpy2.transport import TSocket, TTransportException
 
 from . import _green
 from .errors import LeaseError, ReplyMismatch
 
 # happybase loads its Thrift IDL under this module name when imported.
-from Hbase_thrift import Hbase  # noqa: E402  isort:skip
+from Hbase_thrift import Hbase  # type: ignore[import-not-found]  # noqa: E402  isort:skip
 
 __all__ = ["GreenConnection"]
 
@@ -33,61 +37,82 @@ _POLL_FLAGS = select.POLLIN | select.POLLPRI
 _MAX_SEQID = 0x7FFFFFFF
 
 
-class _GreenSocket(TSocket):
-    """A thriftpy2 socket built on ``gevent.socket``."""
+def _addresses(host: str, port: int) -> Any:
+    """``(family, type, proto, address)`` to try for *host*; IP literals need no resolver."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return [(family, kind, proto, address) for family, kind, proto, _, address
+                in _green.green_socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)]
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return [(family, socket.SOCK_STREAM, 0, (host, port))]
 
-    def _init_sock(self) -> None:
-        sock = _green.green_socket.socket(self.socket_family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self.sock = sock
+
+class _GreenSocket(TSocket):
+    """A thriftpy2 socket built on ``gevent.socket``, for IPv4 and IPv6."""
 
     def open(self) -> None:
-        super().open()
-        # TSocket leaves the connect timeout on the socket when no socket
-        # timeout is set; reads must block as long as happybase's timeout says.
-        self.sock.settimeout(self.socket_timeout)
+        # The socket is ours (and close() can cut the connect) before the
+        # connect starts; every address of the host is tried, IPv6 included.
+        error: Optional[BaseException] = None
+        for family, kind, proto, address in _addresses(self.host, self.port):
+            sock = self.sock = _green.green_socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(address)
+                break
+            except OSError as failure:
+                error = failure
+            except BaseException:
+                self.forget()
+                raise
+            self.forget()
+        else:
+            raise TTransportException(
+                type=TTransportException.NOT_OPEN,
+                message="Could not connect to %s:%s (%s)" % (self.host, self.port, error))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        # Reads block as long as happybase's timeout says, not the connect's.
+        sock.settimeout(self.socket_timeout)
 
     def forget(self) -> None:
         """Drop the socket without ``shutdown()``.
 
         After ``os.fork()`` the descriptor is shared with the parent; a
         shutdown would cut the parent's connection too, a plain close only
-        releases the child's copy.
+        releases this process's copy.
         """
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
 
 
 class _CheckedClient(TClient):
     """A Thrift client that numbers its calls and checks every reply."""
 
-    def __init__(self, protocol, connection: "GreenConnection") -> None:
+    def __init__(self, protocol: Any, connection: "GreenConnection") -> None:
         super().__init__(Hbase, protocol)
         self._connection = connection
 
-    def _req(self, _api, *args, **kwargs):
+    def _req(self, _api: str, *args: Any, **kwargs: Any) -> Any:
         connection = self._connection
         if connection._owner is not _green.getcurrent():
-            raise LeaseError(
-                "connection to %s used by %r outside its lease (held by %r); "
-                "keep every use, scan generators included, inside the "
-                "'with pool.connection()' block that leased it"
-                % (connection.address, _green.getcurrent(), connection._owner))
+            raise connection._not_leased()
         if connection._in_call:
-            # An earlier call on this lease was interrupted: its reply may
-            # still be on the wire, so continue on a fresh socket.
+            # An earlier call on this lease was interrupted (or the pool
+            # closed the connection under it): its reply may still be on the
+            # wire, so continue on a fresh socket, or fail if the pool is closed.
             connection._pool._renew(connection)
             return connection.client._req(_api, *args, **kwargs)
         return super()._req(_api, *args, **kwargs)
 
-    def _send(self, _api, **kwargs):
+    def _send(self, _api: str, **kwargs: Any) -> None:
         self._seqid = self._seqid % _MAX_SEQID + 1
         self._connection._in_call = True
         super()._send(_api, **kwargs)
 
-    def _recv(self, _api):
+    def _recv(self, _api: str) -> Any:
         iprot = self._iprot
         name, message_type, seqid = iprot.read_message_begin()
         if name.__class__ is bytes:
@@ -102,6 +127,10 @@ class _CheckedClient(TClient):
             error.read(iprot)
             iprot.read_message_end()
             self._connection._in_call = False
+            # Read with decode_response=False: make the message text, so
+            # that str(error) works.
+            if isinstance(error.message, bytes):
+                error.message = error.message.decode("utf-8", "replace")
             raise error
         result = getattr(self._service, _api + "_result")()
         result.read(iprot)
@@ -129,20 +158,25 @@ class GreenConnection(happybase.Connection):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, pool, host: str, port: int, **kwargs) -> None:
+    def __init__(self, pool: Any, host: str, port: int, **kwargs: Any) -> None:
         self._pool = pool
         self._owner: Any = None  # the greenlet holding the lease
         self._depth = 0  # nested leases held by the owner
         self._saved_prefixes: list = []  # table prefixes to restore, innermost last
+        # Set before a request's first byte, cleared after its reply's last;
+        # also set by the pool to make the holder's next call renew or fail.
         self._in_call = False
         self._pid = _green.pid
-        self._host: Any = None  # the pool's record of the host, set on connect
-        self._created = self._last_used = self._expires = 0.0
+        self._epoch = pool._epoch  # the pool's books this connection belongs to
+        self._host: Any = None  # the pool's record of the host while connected
+        self._lease_timeout: Optional[float] = None  # the holder's acquire timeout
+        self._created = self._last_used = self._expires = self._leased_at = 0.0
+        self._leak_warned = False
         super().__init__(host=host, port=port, autoconnect=False, **kwargs)
 
     @property
     def address(self) -> str:
-        return "%s:%s" % (self.host, self.port)
+        return ("[%s]:%s" if ":" in self.host else "%s:%s") % (self.host, self.port)
 
     def _refresh_thrift_client(self) -> None:
         self._socket = _GreenSocket(
@@ -151,13 +185,11 @@ class GreenConnection(happybase.Connection):
         protocol = self._protocol_class(self.transport, decode_response=False)
         self.client = _CheckedClient(protocol, self)
 
-    def _connect(self, host: str, port: int, timeout: "float | None") -> None:
-        """Open a fresh socket to *host*:*port*, waiting at most *timeout* s."""
+    def _connect(self, host: str, port: int, timeout: Optional[float]) -> None:
+        """Open a fresh socket to *host*:*port*; the connect takes at most *timeout* s."""
         self.host, self.port = host, port
         self._refresh_thrift_client()
-        if timeout is not None:
-            self._socket.connect_timeout = timeout
-        self._in_call = False
+        self._socket.connect_timeout = timeout
         self.transport.open()
         # One poll object per socket makes the checkout check a single system
         # call: poll(0) is empty while the peer has sent nothing (no EOF, no
@@ -165,6 +197,17 @@ class GreenConnection(happybase.Connection):
         poller = _green.poll()
         poller.register(self._socket.sock.fileno(), _POLL_FLAGS)
         self._poll = poller.poll
+
+    def _not_leased(self) -> LeaseError:
+        if self._pid != _green.pid:
+            return LeaseError(
+                "connection to %s was leased in process %d before os.fork(); the "
+                "child dropped it: lease a new connection in this process"
+                % (self.address, self._pid))
+        return LeaseError(
+            "connection to %s used by %r outside its lease (held by %r); keep every "
+            "use, scan generators included, inside the 'with pool.connection()' "
+            "block that leased it" % (self.address, _green.getcurrent(), self._owner))
 
     def close(self) -> None:
         """Close the connection; in a forked child, only this process's copy."""

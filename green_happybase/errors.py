@@ -57,6 +57,17 @@ class ReplyMismatch(PoolError):
     """
 
 
+class ConnectDeadline(PoolExhausted, ConnectionFailed):
+    """The caller's deadline passed while a new connection was being opened.
+
+    It is a :class:`PoolExhausted` (no connection in time) and a
+    :class:`ConnectionFailed` (the message names the server); the server is
+    not put into back-off for it.
+
+    .. versionadded:: 0.2
+    """
+
+
 class PoolNotConfigured(PoolError, LookupError):
     """``get_pool()`` found no pool under that name, and no URL to build one."""
 

@@ -3,9 +3,9 @@
 import logging
 import random
 import time
-from typing import List, Sequence, Tuple, Union
+from typing import Any, List, Sequence, Tuple, Union
 
-__all__ = ["Host", "HostList", "parse_hosts"]
+__all__ = ["Host", "HostList", "parse_address", "parse_hosts"]
 
 logger = logging.getLogger("green_happybase")
 
@@ -13,29 +13,54 @@ logger = logging.getLogger("green_happybase")
 HostSpec = Union[str, Tuple[str, int]]
 
 
+def parse_address(spec: HostSpec, default_port: int) -> Tuple[str, int]:
+    """One server as ``(host, port)``, from any form :data:`HostSpec` allows.
+
+    ``"h"``, ``"h:9090"``, ``"[::1]:9090"``, ``"::1"`` (an IPv6 address
+    without brackets has no port) and ``("h", 9090)``; the one parser for
+    ``hosts=`` and for the servers of an ``hbase://`` URL.
+    """
+    if isinstance(spec, tuple) and len(spec) == 2:
+        host, port = spec
+    elif isinstance(spec, str):
+        host, port = _split(spec, default_port)
+    else:
+        raise TypeError("server %r is not a 'host:port' string" % (spec,))
+    if not host or not isinstance(host, str):
+        raise ValueError("server %r has no host name" % (spec,))
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError("server %r has no valid port: %r" % (spec, port))
+    return host, port
+
+
+def _split(spec: str, default_port: int) -> Tuple[str, Any]:
+    if spec.startswith("["):
+        host, bracket, rest = spec[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("server %r is malformed: write [v6-address]:port" % (spec,))
+        port_text = rest[1:] if rest else None
+    elif spec.count(":") > 1:
+        return spec, default_port  # a bare IPv6 address
+    else:
+        host, sep, port_text_or_empty = spec.partition(":")
+        port_text = port_text_or_empty if sep else None
+    if port_text is None:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError("server %r has no valid port: %r" % (spec, port_text))
+    return host, int(port_text)
+
+
 def parse_hosts(hosts: Sequence[HostSpec], default_port: int) -> List[Tuple[str, int]]:
-    """Turn ``['a:9090', 'b', ('c', 9091)]`` into ``[(host, port), ...]``."""
+    """Turn ``['a:9090', 'b', ('c', 9091), '[::1]:9092']`` into ``[(host, port), ...]``."""
     if isinstance(hosts, (str, bytes)) or not hasattr(hosts, "__iter__"):
         raise TypeError("'hosts' must be a list of 'host:port' strings, got %r" % (hosts,))
     parsed = []
     for spec in hosts:
-        if isinstance(spec, tuple) and len(spec) == 2:
-            host, port = spec
-        elif isinstance(spec, str):
-            host, sep, port_text = spec.rpartition(":")
-            if not sep:
-                host, port = spec, default_port
-            elif port_text.isdigit():
-                port = int(port_text)
-            else:
-                raise ValueError("'hosts' entry %r has no valid port" % (spec,))
-        else:
-            raise TypeError("'hosts' entry %r is not a 'host:port' string" % (spec,))
-        if not host or not isinstance(host, str):
-            raise ValueError("'hosts' entry %r has no host name" % (spec,))
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError("'hosts' entry %r has no valid port" % (spec,))
-        parsed.append((host, port))
+        try:
+            parsed.append(parse_address(spec, default_port))
+        except (TypeError, ValueError) as error:
+            raise type(error)("'hosts' entry: %s" % error) from None
     if not parsed:
         raise ValueError("'hosts' must name at least one server, got %r" % (hosts,))
     return parsed
@@ -50,7 +75,7 @@ class Host:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self.address = "%s:%d" % (host, port)
+        self.address = ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
         self.open = 0
         self.connects_total = 0
         self.connect_errors_total = 0

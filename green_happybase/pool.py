@@ -1,61 +1,66 @@
-"""The pool: greenlet-scoped leases, a LIFO of warm connections, FIFO waiters."""
+"""The pool: greenlet-scoped leases, a LIFO of warm connections, queued waiters.
+
+Where a connection the pool made can be, and how the pool counts it:
+
+============  =========================================  =======================
+place         what holds it                              counted as
+============  =========================================  =======================
+connecting    ``_connecting`` (a slot is taken; connect   slot
+              and ``on_connect`` may yield)
+idle          the ``_idle`` LIFO stack                   slot, open, idle
+leased        ``_leases``, under its owner greenlet      slot, open, in use
+in flight     handed to a waiter that has not run yet    slot, open
+gone          closed, or forgotten after ``os.fork()``   nothing
+============  =========================================  =======================
+
+A free slot can be in flight too (handed to a waiter, to connect with).
+Three moves change a connection's place, each the only way to make that move
+and each complete under ``BaseException``: :meth:`ConnectionPool._take`
+(a free slot or an idle or handed connection becomes a lease),
+:meth:`ConnectionPool._give_back` (a returned connection goes to a waiter, to
+the stack, or away) and :meth:`ConnectionPool._discard` (any place to gone,
+freeing the slot or handing it to a waiter). Where user code or I/O can yield
+inside a move (hooks, connects, checks), the connection is first put where an
+interruption leaves the books right.
+"""
 
 import bisect
 import logging
+import os
 import random
 import time
 import traceback
-from collections import deque
-from typing import Any, Callable, Dict, Optional, Sequence
-
-from happybase.connection import COMPAT_MODES, THRIFT_PROTOCOLS, THRIFT_TRANSPORTS
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from . import _green
-from .config import parse_url
 from .connection import GreenConnection
-from .errors import ConnectionFailed, PoolClosed, PoolExhausted
-from .hosts import HostList, HostSpec, parse_hosts
+from .errors import ConnectDeadline, ConnectionFailed, PoolClosed, PoolError, PoolExhausted
+from .hosts import HostList
+from .options import DEFAULT_PORT, options_doc, resolve
+from .urls import parse_url
+from .waiters import CLOSED, FORKED, TIMED_OUT, Signal, WaitQueue
 
 __all__ = ["ConnectionPool"]
 
 logger = logging.getLogger("green_happybase")
 
 _getcurrent = _green.getcurrent
+_thread_id = _green.thread_id
 _monotonic = time.monotonic
 _UNSET: Any = object()
-_CLOSED: Any = object()  # handed to waiters when the pool closes
-_NOTHING: Any = object()  # a waiter that was handed nothing yet
+_SLOT: Any = object()  # a free slot, handed to a waiter to connect with
 _NOT_QUIET = "socket shows EOF or unread bytes"
 
 #: Upper bounds, in seconds, of the lease wait histogram in :meth:`stats`.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
 
-_CONNECTION_ARGS = ("host", "port", "timeout", "transport", "protocol", "compat",
-                    "table_prefix", "table_prefix_separator")
-_DEFAULT_PORT = 9090
 _count = 0
+_live_pools: "weakref.WeakSet[ConnectionPool]" = weakref.WeakSet()
 
 
-def _check_seconds(name: str, value: Any, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("%r must be a number of seconds, got %r" % (name, value))
-    if value < 0:
-        raise ValueError("%r must not be negative, got %r" % (name, value))
-
-
-def _check_hook(name: str, value: Any) -> None:
-    if value is not None and not callable(value):
-        raise TypeError("%r must be callable, got %r" % (name, value))
-
-
-class _Waiter(_green.Waiter):
-    """A greenlet queued for a connection: it is handed one item, once."""
-
-    __slots__ = ("item", "cancelled")
-    item: Any
-    cancelled: bool
+class _Forked(Exception):
+    """The process forked while this greenlet was connecting: start again."""
 
 
 class _Lease:
@@ -67,62 +72,24 @@ class _Lease:
 
     __slots__ = ("_pool", "_timeout", "_block")
 
-    def __init__(self, pool: "ConnectionPool", timeout: Any, block: bool) -> None:
+    def __init__(self, pool: "ConnectionPool", timeout: Optional[float], block: bool) -> None:
         self._pool = pool
         self._timeout = timeout
         self._block = block
 
     def __enter__(self) -> GreenConnection:
         pool = self._pool
-        if pool._pid != _green.pid:
-            pool._after_fork()
+        if pool._thread != _thread_id():
+            pool._bind_thread()
         me = _getcurrent()
         conn = pool._leases.get(me)
         if conn is not None:
             conn._depth += 1
             return conn
-        # The common case inline: a warm, quiet connection on the stack.
-        if pool._n_idle and pool._fast:
-            pool._n_idle -= 1
-            conn = pool._idle.get_nowait()
-            if conn._poll(0):
-                pool._discard(conn, _NOT_QUIET, logging.INFO)
-                conn = pool._checkout(self._timeout, self._block)
-            else:
-                pool._acquired_total += 1
-        else:
-            conn = pool._checkout(self._timeout, self._block)
-        conn._owner = me
-        conn._depth = 1
-        pool._leases[me] = conn
-        if pool._watch_leases:
-            pool._leased(conn)
-        return conn
+        return pool._take(me, self._timeout, self._block)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        pool = self._pool
-        me = _getcurrent()
-        conn = pool._leases.pop(me, None)
-        if conn is None:
-            return  # dropped since: the process forked, or close() timed out
-        if conn._depth > 1:  # a nested lease ends: the outer one holds on
-            conn._depth -= 1
-            pool._leases[me] = conn
-            return
-        conn._owner = None
-        if pool._on_checkin is not None:
-            pool._call_hook(pool._on_checkin, conn)
-        now = _monotonic()
-        # A connection inherited across fork may go back on the stack here:
-        # the next lease's pid check drops the whole stack.
-        if (conn._in_call or pool._waiters or not pool._fast or now >= conn._expires
-                or pool._n_idle >= pool._max_idle):
-            pool._checkin(conn)
-        else:
-            # The common case inline: a clean connection back on the stack.
-            conn._last_used = now
-            pool._idle.put(conn)
-            pool._n_idle += 1
+        self._pool._release(_getcurrent())
 
 
 class _PrefixedLease(_Lease):
@@ -130,7 +97,7 @@ class _PrefixedLease(_Lease):
 
     __slots__ = ("_prefix",)
 
-    def __init__(self, pool: "ConnectionPool", timeout: Any, block: bool,
+    def __init__(self, pool: "ConnectionPool", timeout: Optional[float], block: bool,
                  prefix: Optional[bytes]) -> None:
         super().__init__(pool, timeout, block)
         self._prefix = prefix
@@ -143,209 +110,120 @@ class _PrefixedLease(_Lease):
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn = self._pool._leases.get(_getcurrent())
-        if conn is not None:
+        if conn is not None and conn._saved_prefixes:
             conn.table_prefix = conn._saved_prefixes.pop()
         super().__exit__(exc_type, exc, tb)
+
+
+class _TableLease:
+    """The context manager returned by :meth:`ConnectionPool.table`."""
+
+    __slots__ = ("_lease", "_name")
+
+    def __init__(self, lease: _Lease, name: Any) -> None:
+        self._lease = lease
+        self._name = name
+
+    def __enter__(self) -> Any:
+        conn = self._lease.__enter__()
+        try:
+            return conn.table(self._name)
+        except BaseException as error:
+            self._lease.__exit__(type(error), error, error.__traceback__)
+            raise
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._lease.__exit__(*exc_info)
 
 
 class ConnectionPool:
     """A pool of HBase connections for the greenlets of one gevent hub.
 
     A drop-in for ``happybase.ConnectionPool``: *size* and every keyword
-    argument of ``happybase.Connection`` (``host``, ``port``, ``timeout`` in
-    milliseconds, ``transport``, ``protocol``, ``compat``, ``table_prefix``,
-    ``table_prefix_separator``) mean the same. The options below are
-    keyword-only.
+    argument of ``happybase.Connection`` mean the same. Every other option is
+    keyword-only; a misspelt one is a ``TypeError`` naming the closest.
+
+    A pool belongs to the OS thread that first uses it (its constructor, when
+    *autoconnect* is on): a lease from another thread raises
+    :class:`PoolError` at once. Across ``os.fork()`` the child forgets every
+    inherited connection at fork time, without writing to it, and opens its
+    own; greenlets the child inherited while they waited retry in the child.
+
+    Hooks run in the greenlet concerned. An ``Exception`` from a hook is
+    logged and ignored; a ``BaseException`` (``gevent.Timeout``, a kill) is
+    re-raised once the pool's books are right. It never costs a slot.
 
     :param int size: the most connections open at once
-    :param int min_size: connections kept open at all times, refilled in the
-        background after losses (default 0)
-    :param int max_idle: the most idle connections kept; a connection
-        returned beyond it is closed (default: *size*)
-    :param float idle_timeout: seconds after which an idle connection above
-        *min_size* is closed; below HBase's 60 s idle cut (default 50)
-    :param float max_lifetime: seconds after which a connection is closed
-        when next returned, less a random 0-10 % so that connections made
-        together do not expire together (default 3600; ``None``: never)
-    :param float acquire_timeout: default seconds :meth:`connection` waits
-        for a connection, both for a free slot and for connecting
-        (default ``None``: no limit)
-    :param int max_waiting: the most greenlets queued for a connection; the
-        next one gets :class:`PoolExhausted` at once (default ``None``: no
-        limit)
-    :param bool autoconnect: open ``max(1, min_size)`` connections in the
-        constructor, so that a wrong host fails at once (default ``True``)
-    :param list hosts: several Thrift servers, ``['a:9090', 'b:9091']``,
-        instead of *host*/*port*; new connections go round-robin from a
-        random start, and a server that fails is skipped while it backs off
-    :param float retry_interval: seconds before a server that failed to
-        connect is tried again, doubling with jitter (default 0.5)
-    :param float retry_max: the longest back-off, in seconds (default 30)
-    :param check: checkout health check. ``True`` (default): discard a
-        connection whose socket shows EOF or unread bytes, no round trip;
-        ``False``: none; a callable ``check(conn)``: that check too, and the
-        callable for connections idle longer than *check_after*
-    :param float check_after: idle seconds before *check* is called (default 5)
-    :param float leak_timeout: seconds a lease may be held before one warning
-        with the holder's stack is logged (default ``None``: never)
-    :param str name: the pool's name in logs and metrics (default ``poolN``)
-    :param on_connect: ``on_connect(conn)`` after a connection is opened
-    :param on_checkout: ``on_checkout(conn)`` when a lease starts
-    :param on_checkin: ``on_checkin(conn)`` when a lease ends
-    :param on_discard: ``on_discard(conn, reason)`` when a connection is closed
-
-    Hooks run in the greenlet concerned; an exception they raise is logged
-    and ignored.
+    {options}
 
     .. versionadded:: 0.1
+    .. versionadded:: 0.2
+       *connect_timeout*, *queue*, *queue_target*, *queue_interval*; IPv6
+       addresses in *hosts*
     """
 
-    def __init__(
-        self,
-        size: int,
-        *,
-        min_size: int = 0,
-        max_idle: Optional[int] = None,
-        idle_timeout: Optional[float] = 50.0,
-        max_lifetime: Optional[float] = 3600.0,
-        acquire_timeout: Optional[float] = None,
-        max_waiting: Optional[int] = None,
-        autoconnect: bool = True,
-        hosts: Optional[Sequence[HostSpec]] = None,
-        retry_interval: float = 0.5,
-        retry_max: float = 30.0,
-        check: Any = True,
-        check_after: float = 5.0,
-        leak_timeout: Optional[float] = None,
-        name: Optional[str] = None,
-        on_connect: Optional[Callable[[GreenConnection], Any]] = None,
-        on_checkout: Optional[Callable[[GreenConnection], Any]] = None,
-        on_checkin: Optional[Callable[[GreenConnection], Any]] = None,
-        on_discard: Optional[Callable[[GreenConnection, str], Any]] = None,
-        **connection_kwargs: Any,
-    ) -> None:
+    def __init__(self, size: int, **options: Any) -> None:
         global _count
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError("'size' must be an int, got %r" % (size,))
-        if size < 1:
-            raise ValueError("'size' must be at least 1, got %r" % (size,))
-        if isinstance(min_size, bool) or not isinstance(min_size, int):
-            raise TypeError("'min_size' must be an int, got %r" % (min_size,))
-        if not 0 <= min_size <= size:
-            raise ValueError("'min_size' must be between 0 and size=%d, got %r"
-                             % (size, min_size))
-        option: str
-        value: Any
-        for option, value in (("max_idle", max_idle), ("max_waiting", max_waiting)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise TypeError("%r must be an int or None, got %r" % (option, value))
-            if value is not None and value < 0:
-                raise ValueError("%r must not be negative, got %r" % (option, value))
-        for option, value in (("idle_timeout", idle_timeout), ("max_lifetime", max_lifetime),
-                              ("acquire_timeout", acquire_timeout),
-                              ("leak_timeout", leak_timeout)):
-            _check_seconds(option, value)
-        for option, value in (("retry_interval", retry_interval), ("retry_max", retry_max),
-                              ("check_after", check_after)):
-            _check_seconds(option, value, allow_none=False)
-        if not (isinstance(check, bool) or callable(check)):
-            raise TypeError("'check' must be True, False or a callable, got %r" % (check,))
-        for option, value in (("on_connect", on_connect), ("on_checkout", on_checkout),
-                              ("on_checkin", on_checkin), ("on_discard", on_discard)):
-            _check_hook(option, value)
-        self._connection_kwargs = self._check_connection_kwargs(connection_kwargs)
-        host = self._connection_kwargs.pop("host", None)
-        port = self._connection_kwargs.pop("port", None)
-        if hosts is not None:
-            if host is not None or port is not None:
-                raise ValueError("give either 'hosts' or 'host'/'port', not both "
-                                 "(hosts=%r, host=%r, port=%r)" % (hosts, host, port))
-            addresses = parse_hosts(hosts, _DEFAULT_PORT)
-        else:
-            addresses = [(host or "localhost", port or _DEFAULT_PORT)]
-
+        settings = resolve(size, options)
         _count += 1
-        self.name = name if name is not None else "pool%d" % _count
-        self.size = size
-        self.min_size = min_size
-        self._max_idle = size if max_idle is None else max_idle
-        self._idle_timeout = idle_timeout
-        self._max_lifetime = max_lifetime
-        self._acquire_timeout = acquire_timeout
-        self._max_waiting = max_waiting
-        self._check = check
-        self._check_after = check_after
-        self._leak_timeout = leak_timeout
-        self._on_connect = on_connect
-        self._on_checkout = on_checkout
-        self._on_checkin = on_checkin
-        self._on_discard = on_discard
-        self._hosts = HostList(addresses, retry_interval, retry_max)
+        self.name: str = settings.name if settings.name is not None else "pool%d" % _count
+        self.size: int = settings.size
+        self.min_size: int = settings.min_size
+        self._max_idle: int = settings.max_idle
+        self._idle_timeout: Optional[float] = settings.idle_timeout
+        self._max_lifetime: Optional[float] = settings.max_lifetime
+        self._acquire_timeout: Optional[float] = settings.acquire_timeout
+        self._connect_timeout: Optional[float] = settings.connect_timeout
+        self._max_waiting: Optional[int] = settings.max_waiting
+        self._retry_interval: float = settings.retry_interval
+        self._check: Any = settings.check
+        self._check_after: float = settings.check_after
+        self._leak_timeout: Optional[float] = settings.leak_timeout
+        self._on_connect = settings.on_connect
+        self._on_checkout = settings.on_checkout
+        self._on_checkin = settings.on_checkin
+        self._on_discard = settings.on_discard
+        self._queue_policy: str = settings.queue
+        self._connection_kwargs = settings.connection_kwargs()
+        self._hosts = HostList(settings.addresses, settings.retry_interval, settings.retry_max)
         self._default_lease = _Lease(self, None, True)
-        self._watch_leases = leak_timeout is not None or on_checkout is not None
-        self._reset()
+        self._watch_leases = self._leak_timeout is not None or self._on_checkout is not None
+        self._thread: Optional[int] = None  # the OS thread whose hub the pool serves
         self._closed = False
-        # The inline paths of a lease apply: open, and checked by poll alone.
-        self._fast = check is True
-        self._drained: Optional[Any] = None
+        self._epoch = 0  # bumped in a forked child: what is older is the parent's
+        self._waiters = WaitQueue(self._pass_on, settings.queue, settings.queue_target,
+                                  settings.queue_interval)
+        self._reset()
         self._constructed = False  # the maintainer waits for the constructor
-        logger.debug("pool %s: size %d, servers %s", self.name, size,
+        _live_pools.add(self)
+        logger.debug("pool %s: size %d, servers %s", self.name, self.size,
                      ", ".join(h.address for h in self._hosts.hosts))
-        if autoconnect:
+        if settings.autoconnect:
+            self._bind_thread()
             try:
-                for _ in range(max(1, min_size)):
+                for _ in range(max(1, self.min_size)):
                     self._n_slots += 1
-                    self._checkin(self._new_connection(acquire_timeout, _monotonic()))
+                    self._give_back(self._open(None))
             except BaseException:
                 self.close()
                 raise
         self._constructed = True
-        if autoconnect:
+        if settings.autoconnect:
             self._start_maintainer()
-
-    @staticmethod
-    def _check_connection_kwargs(kwargs: Dict[str, Any]) -> Dict[str, Any]:
-        unknown = sorted(set(kwargs) - set(_CONNECTION_ARGS))
-        if unknown:
-            raise TypeError("unknown argument(s) %s for ConnectionPool"
-                            % ", ".join("%s=%r" % (k, kwargs[k]) for k in unknown))
-        choices = (("transport", THRIFT_TRANSPORTS), ("protocol", THRIFT_PROTOCOLS),
-                   ("compat", COMPAT_MODES))
-        for option, allowed in choices:
-            if option in kwargs and kwargs[option] not in allowed:
-                raise ValueError("%r must be one of %s, got %r"
-                                 % (option, ", ".join(sorted(allowed)), kwargs[option]))
-        for option in ("table_prefix", "table_prefix_separator"):
-            value = kwargs.get(option)
-            if value is not None and not isinstance(value, (str, bytes)):
-                raise TypeError("%r must be a string, got %r" % (option, value))
-        timeout = kwargs.get("timeout")
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError("'timeout' must be milliseconds, got %r" % (timeout,))
-            if timeout <= 0:
-                raise ValueError("'timeout' must be positive milliseconds, got %r" % (timeout,))
-        port = kwargs.get("port")
-        if port is not None and (isinstance(port, bool) or not isinstance(port, int)
-                                 or not 0 < port < 65536):
-            raise ValueError("'port' must be a TCP port number, got %r" % (port,))
-        host = kwargs.get("host")
-        if host is not None and not isinstance(host, str):
-            raise TypeError("'host' must be a string, got %r" % (host,))
-        return dict(kwargs)
 
     def _reset(self) -> None:
         """Start with no connections (at construction, and in a forked child)."""
-        self._pid = _green.pid
         self._idle: Any = _green.LifoQueue()
-        self._waiters: deque = deque()
         self._leases: Dict[Any, GreenConnection] = {}
+        self._connecting: Set[GreenConnection] = set()
+        self._drained = _green.Event()  # set when a closed pool has no lease left
         self._maintainer: Any = None
+        self._maintaining = False  # the maintainer is in a step, not asleep
+        self._next_refill = 0.0
         # Plain integers, bumped inline: stats() reads them from any thread.
-        self._n_slots = 0  # connections open or being opened
+        self._n_slots = 0  # connecting + open + free slots in flight
         self._n_open = 0
         self._n_idle = 0
-        self._n_waiting = 0
         self._acquired_total = 0
         self._exhausted_total = 0
         self._discarded_total = 0
@@ -378,33 +256,43 @@ class ConnectionPool:
 
         :param float timeout: seconds to wait for a connection, covering the
             wait for a free slot and the connect (default: the pool's
-            *acquire_timeout*); ``0`` does not wait
-        :param bool block: ``False`` raises :class:`PoolExhausted` at once
-            instead of waiting
+            *acquire_timeout*); ``0`` never waits for another greenlet's
+            connection, and connects within *connect_timeout* when a slot is
+            free
+        :param bool block: ``False`` behaves as ``timeout=0``
         :param str table_prefix: for this lease, the table prefix to use
             instead of the pool's (``None`` for none)
-        :raises PoolExhausted: no connection in time, or too many waiters
+        :raises PoolExhausted: no connection in time, too many waiters, or
+            shed by the adaptive queue; the message says which
         :raises PoolClosed: the pool is closed
-        :raises ConnectionFailed: no server could be connected
+        :raises ConnectionFailed: every server failed or is backing off
         """
         if timeout is None and block is True and table_prefix is _UNSET:
             return self._default_lease
         if timeout is not None:
-            _check_seconds("timeout", timeout)
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError("'timeout' must be a number of seconds, got %r" % (timeout,))
+            if not timeout >= 0:
+                raise ValueError("'timeout' must be seconds >= 0, got %r" % (timeout,))
+        if not isinstance(block, bool):
+            raise TypeError("'block' must be True or False, got %r" % (block,))
+        if not block:
+            timeout = 0
         if table_prefix is _UNSET:
-            return _Lease(self, timeout, block)
+            return _Lease(self, timeout, True)
         if table_prefix is not None:
             if not isinstance(table_prefix, (str, bytes)):
                 raise TypeError("'table_prefix' must be a string, got %r" % (table_prefix,))
             if isinstance(table_prefix, str):
                 table_prefix = table_prefix.encode("utf-8")
-        return _PrefixedLease(self, timeout, block, table_prefix)
+        return _PrefixedLease(self, timeout, True, table_prefix)
 
     def table(self, name: Any, timeout: Optional[float] = None, block: bool = True,
-              table_prefix: Any = _UNSET) -> "_TableLease":
+              table_prefix: Any = _UNSET) -> _TableLease:
         """Lease a connection and yield its ``happybase.Table`` *name*.
 
-        Takes the arguments of :meth:`connection`.
+        Takes the arguments of :meth:`connection`; the lease ends with the
+        ``with`` block, or at once if happybase refuses *name*.
         """
         return _TableLease(self.connection(timeout, block, table_prefix), name)
 
@@ -415,14 +303,22 @@ class ConnectionPool:
         key                           meaning
         ============================  ==========================================
         ``name``, ``size``            the pool's name and size
-        ``open``                      connections open (``idle + in_use``)
+        ``min_size``, ``max_idle``    as configured
+        ``open``                      connections open (idle, leased or handed
+                                      to a waiter that has not run yet)
         ``idle``                      open connections waiting to be leased
-        ``in_use``                    connections leased by a greenlet
+        ``in_use``                    connections leased, counted from the
+                                      lease table
+        ``connecting``                connections being opened
         ``waiting``                   greenlets queued for a connection
+        ``queue``                     the queue policy, ``fifo``/``adaptive``
+        ``standing_queue``            the adaptive queue serves newest first
         ``acquired_total``            leases handed out
         ``exhausted_total``           :class:`PoolExhausted` raised
+        ``shed_total``                waiters shed by the adaptive queue
         ``discarded_total``           connections closed by the pool
         ``connect_errors_total``      failed connects
+        ``closed``                    the pool is closed
         ``hosts``                     per ``host:port``: ``open``,
                                       ``connects_total``,
                                       ``connect_errors_total``, ``failures``
@@ -431,6 +327,10 @@ class ConnectionPool:
                                       seconds), ``counts`` (cumulative),
                                       ``sum`` (seconds), ``count``
         ============================  ==========================================
+
+        .. versionadded:: 0.2
+           ``min_size``, ``max_idle``, ``connecting``, ``queue``,
+           ``standing_queue``, ``shed_total``
         """
         now = _monotonic()
         waited = list(self._wait_counts)
@@ -443,12 +343,18 @@ class ConnectionPool:
         return {
             "name": self.name,
             "size": self.size,
+            "min_size": self.min_size,
+            "max_idle": self._max_idle,
             "open": self._n_open,
             "idle": self._n_idle,
-            "in_use": self._n_open - self._n_idle,
-            "waiting": self._n_waiting,
+            "in_use": len(self._leases),
+            "connecting": len(self._connecting),
+            "waiting": len(self._waiters),
+            "queue": self._queue_policy,
+            "standing_queue": self._waiters.standing,
             "acquired_total": acquired,
             "exhausted_total": self._exhausted_total,
+            "shed_total": self._waiters.shed_total,
             "discarded_total": self._discarded_total,
             "connect_errors_total": self._connect_errors_total,
             "closed": self._closed,
@@ -460,33 +366,45 @@ class ConnectionPool:
     def close(self, timeout: Optional[float] = None) -> None:
         """Close the pool.
 
-        Idle connections are closed now, waiting greenlets and later
-        :meth:`connection` calls get :class:`PoolClosed`. Leased connections
-        are closed when they come back; with *timeout*, first wait up to that
-        many seconds for them, then close them where they are.
+        Idle connections and connects in progress are closed now; waiting
+        greenlets and later :meth:`connection` calls get
+        :class:`PoolClosed`. Without *timeout* it does not wait: leased
+        connections are closed when they come back. With *timeout*, it first
+        waits up to that many seconds for them, then closes them where they
+        are; their holders get :class:`PoolClosed` on their next call.
+        Several greenlets may close at once: all wait for the same leases.
         """
-        _check_seconds("timeout", timeout)
-        if self._pid != _green.pid:
-            self._after_fork()
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError("'timeout' must be a number of seconds, got %r" % (timeout,))
+            if not timeout >= 0:
+                raise ValueError("'timeout' must be seconds >= 0, got %r" % (timeout,))
+        if self._thread is not None and self._thread != _thread_id():
+            self._bind_thread()
+        interrupted: Optional[BaseException] = None
         if not self._closed:
             self._closed = True
-            self._fast = False
             logger.debug("pool %s: closing", self.name)
-            while self._hand_off(_CLOSED):
-                pass
+            self._waiters.wake_all(CLOSED)
             while self._n_idle:
-                self._discard(self._pop_idle(), "pool closed")
-            if self._maintainer is not None:
+                interrupted = self._discard(self._pop_idle(), "pool closed",
+                                            defer=True) or interrupted
+            for conn in list(self._connecting):
+                conn.close()  # its connect fails; the connecting greenlet frees the slot
+            if self._maintainer is not None and not self._maintaining:
                 self._maintainer.kill(block=False)
-                self._maintainer = None
+            if not self._leases:
+                self._drained.set()
         if timeout is not None and self._leases:
-            self._drained = _green.Event()
             self._drained.wait(timeout)
-            # Still leased: close them under their holders, who get an error
-            # on their next call; the lease's end then finds nothing to return.
             for holder, conn in list(self._leases.items()):
                 del self._leases[holder]
-                self._discard(conn, "pool closed while leased")
+                conn._in_call = True  # the holder's next call raises PoolClosed
+                interrupted = self._discard(conn, "pool closed while leased",
+                                            defer=True) or interrupted
+            self._drained.set()
+        if interrupted is not None:
+            raise interrupted
 
     def __enter__(self) -> "ConnectionPool":
         return self
@@ -497,118 +415,140 @@ class ConnectionPool:
     def __repr__(self) -> str:
         return "<%s %s size=%d open=%d in_use=%d waiting=%d%s>" % (
             type(self).__name__, self.name, self.size, self._n_open,
-            self._n_open - self._n_idle, self._n_waiting,
-            " closed" if self._closed else "")
+            len(self._leases), len(self._waiters), " closed" if self._closed else "")
 
-    # -- leases --------------------------------------------------------------
+    # -- the moves -------------------------------------------------------------
 
-    def _leased(self, conn: GreenConnection) -> None:
-        """Start watching a new lease: leak timer, checkout hook."""
-        if self._leak_timeout is not None:
-            conn._leased_at = _monotonic()
-            conn._leak_warned = False
-        if self._on_checkout is not None:
-            self._call_hook(self._on_checkout, conn)
-
-    def _checkout(self, timeout: Optional[float], block: bool) -> GreenConnection:
+    def _take(self, me: Any, timeout: Optional[float], block: bool) -> GreenConnection:
+        """Lease a connection to *me*: idle, newly opened, or handed by a waiter."""
         if self._closed:
             raise PoolClosed("pool %s is closed" % self.name)
         if timeout is None:
             timeout = self._acquire_timeout
-        while self._n_idle:
-            conn = self._pop_idle()
-            reason = self._unusable(conn)
-            if reason is None:
-                self._acquired_total += 1
-                return conn
-            self._discard(conn, reason, logging.INFO)
-        if self._n_slots < self.size:
-            self._n_slots += 1
-            conn = self._new_connection(timeout, _monotonic())
-        else:
-            conn = self._wait(timeout, block)
-        self._acquired_total += 1
-        return conn
-
-    def _wait(self, timeout: Optional[float], block: bool) -> GreenConnection:
         started = _monotonic()
-        if not block or timeout == 0 or (
-                self._max_waiting is not None and self._n_waiting >= self._max_waiting):
-            raise self._exhausted(started)
-        item = self._wait_for_item(None if timeout is None else started + timeout, started)
+        deadline = None if timeout is None else started + timeout
+        # A zero timeout never waits for another greenlet, but a connect it
+        # makes is bounded by connect_timeout alone.
+        connect_deadline = deadline if timeout else None
+        while True:
+            while self._n_idle:
+                conn = self._pop_idle()
+                if self._lease_to(me, conn, timeout):
+                    return conn
+            if self._n_slots < self.size:
+                self._n_slots += 1
+                item = _SLOT
+            else:
+                item = self._wait(started, deadline, timeout == 0)
+                if item is FORKED:
+                    continue
+            if item is _SLOT:
+                try:
+                    item = self._open(connect_deadline)
+                except _Forked:
+                    continue
+            elif self._closed:
+                self._discard(item, "pool closed")
+                raise PoolClosed("pool %s was closed while waiting" % self.name)
+            if self._lease_to(me, item, timeout):
+                return item
+
+    def _wait(self, started: float, deadline: Optional[float], at_once: bool) -> Any:
+        """Queue for a connection or a free slot; the item handed, or :data:`FORKED`."""
+        if at_once or (self._max_waiting is not None
+                       and len(self._waiters) >= self._max_waiting):
+            raise self._exhausted(started, "max_waiting=%s reached" % self._max_waiting
+                                  if not at_once else "timeout=0 does not wait")
+        item = self._waiters.wait(deadline)
         waited = _monotonic() - started
         self._wait_counts[bisect.bisect_left(WAIT_BUCKETS, waited)] += 1
         self._wait_sum += waited
-        if item is not None:
-            reason = self._unusable(item)
-            if reason is None:
-                return item
-            # Keep its slot and connect with it.
-            self._drop(item, reason, logging.INFO)
-        return self._new_connection(timeout, started)
+        if isinstance(item, Signal) and item is not FORKED:
+            if item is CLOSED:
+                raise PoolClosed("pool %s was closed while waiting" % self.name)
+            raise self._exhausted(started, item.reason)
+        return item
 
-    def _wait_for_item(self, deadline: Optional[float], started: float) -> Any:
-        """Queue this greenlet and return what a returning lease hands it.
+    def _lease_to(self, me: Any, conn: GreenConnection, timeout: Optional[float]) -> bool:
+        """Make *conn* the lease of *me* if it passes the checkout checks.
 
-        That is a connection, or ``None``: a free slot to connect with.
+        ``False``: it did not, and it was discarded.
         """
-        waiter = _Waiter()
-        waiter.item = _NOTHING
-        waiter.cancelled = False
-        self._waiters.append(waiter)
-        self._n_waiting += 1
-        timer = None
+        self._leases[me] = conn
+        conn._owner = me
+        conn._depth = 1
+        conn._lease_timeout = timeout
         try:
-            if deadline is not None:
-                timer = _green.Timeout.start_new(max(0.0, deadline - _monotonic()))
-            waiter.get()
-        except BaseException as error:
-            if waiter.item is _NOTHING:
-                waiter.cancelled = True
-                self._n_waiting -= 1
-            else:
-                # Handed an item and interrupted before taking it: pass it on,
-                # so that no connection or slot is lost.
-                self._give_back(waiter.item)
-            if error is timer:
-                raise self._exhausted(started) from None
+            reason = self._unusable(conn)
+        except BaseException:
+            self._unlease(me, conn)
+            self._discard(conn, "check interrupted")
             raise
+        if reason is not None:
+            self._unlease(me, conn)
+            self._discard(conn, reason, logging.INFO)
+            return False
+        self._acquired_total += 1
+        if self._watch_leases:
+            conn._leased_at = _monotonic()
+            conn._leak_warned = False
+            if self._on_checkout is not None:
+                interrupted = self._run_hook(self._on_checkout, conn)
+                if interrupted is not None:
+                    if self._leases.get(me) is conn:
+                        self._end_lease(me, conn)
+                    raise interrupted
+        return True
+
+    def _unlease(self, me: Any, conn: GreenConnection) -> None:
+        del self._leases[me]
+        conn._owner = None
+
+    def _unusable(self, conn: GreenConnection) -> Optional[str]:
+        """Why a connection about to be leased must not be, or ``None``."""
+        check = self._check
+        if check is False:
+            return None
+        if conn._poll(0):
+            return _NOT_QUIET
+        if check is not True and _monotonic() - conn._last_used > self._check_after:
+            try:
+                check(conn)
+            except Exception as error:
+                return "check failed: %s" % error
+        return None
+
+    def _release(self, me: Any) -> None:
+        """End the lease of *me* (the outermost one returns the connection)."""
+        conn = self._leases.get(me)
+        if conn is None:
+            return  # forgotten across fork, or closed by close(timeout)
+        if conn._depth > 1:
+            conn._depth -= 1
+            return
+        interrupted = None
+        if self._on_checkin is not None:
+            interrupted = self._run_hook(self._on_checkin, conn)
+            if self._leases.get(me) is not conn:
+                if interrupted is not None:
+                    raise interrupted
+                return  # the pool closed it during the hook
+        self._end_lease(me, conn)
+        if interrupted is not None:
+            raise interrupted
+
+    def _end_lease(self, me: Any, conn: GreenConnection) -> None:
+        self._unlease(me, conn)
+        try:
+            self._give_back(conn)
         finally:
-            if timer is not None:
-                timer.close()
-        if waiter.item is _CLOSED:
-            raise PoolClosed("pool %s was closed while waiting" % self.name)
-        return waiter.item
+            if self._closed and not self._leases:
+                self._drained.set()
 
-    def _exhausted(self, started: float) -> PoolExhausted:
-        self._exhausted_total += 1
-        return PoolExhausted(
-            "no connection available in pool %s: size %d, %d leased, %d waiting, "
-            "waited %.3f s" % (self.name, self.size, self._n_open - self._n_idle,
-                               self._n_waiting, _monotonic() - started))
-
-    def _hand_off(self, item: Any) -> bool:
-        """Give *item* to the oldest live waiter, if any."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if waiter.cancelled:
-                continue
-            self._n_waiting -= 1
-            waiter.item = item
-            waiter.hub.loop.run_callback(waiter.switch, None)
-            return True
-        return False
-
-    def _give_back(self, item: Any) -> None:
-        if item is None:
-            self._release_slot()
-        elif item is not _CLOSED:
-            self._checkin(item)
-
-    def _checkin(self, conn: GreenConnection) -> None:
-        if conn._pid != _green.pid:
-            conn._forget()  # inherited across fork: the parent still uses it
+    def _give_back(self, conn: GreenConnection) -> None:
+        """Hand a returned connection to a waiter, stack it, or discard it."""
+        if conn._epoch != self._epoch:
+            conn._forget()  # the parent's, inherited across fork
             return
         now = _monotonic()
         if conn._in_call:
@@ -619,79 +559,138 @@ class ConnectionPool:
             reason = "pool closed"
         elif now >= conn._expires:
             reason = "max_lifetime"
-        elif self._n_idle >= self._max_idle and not self._waiters:
-            reason = "max_idle"
         else:
             conn._last_used = now
-            if not (self._waiters and self._hand_off(conn)):
+            if self._waiters and self._waiters.hand_off(conn):
+                return
+            if self._n_idle < self._max_idle:
                 self._idle.put(conn)
                 self._n_idle += 1
-            return
+                return
+            reason = "max_idle"
         self._discard(conn, reason)
+
+    def _pass_on(self, item: Any) -> None:
+        """Take back what a waiter was handed but could not use."""
+        if item is _SLOT:
+            self._release_slot()
+        else:
+            self._give_back(item)
 
     def _pop_idle(self) -> GreenConnection:
         self._n_idle -= 1
-        return self._idle.get_nowait()
+        conn: GreenConnection = self._idle.get_nowait()
+        return conn
 
-    def _unusable(self, conn: GreenConnection) -> Optional[str]:
-        """Why a connection about to be leased must not be, or ``None``."""
-        if self._check is False:
+    def _discard(self, conn: GreenConnection, reason: str, level: int = logging.DEBUG,
+                 defer: bool = False) -> Optional[BaseException]:
+        """Close *conn* and free its slot (or hand the slot to a waiter).
+
+        The books are right before ``on_discard`` runs; an interruption of
+        the hook is raised after, or returned with *defer*.
+        """
+        if conn._epoch != self._epoch:
+            conn._forget()
             return None
-        if conn._poll(0):
-            return _NOT_QUIET
-        if self._check is not True and _monotonic() - conn._last_used > self._check_after:
-            conn._owner = _green.getcurrent()
-            try:
-                self._check(conn)
-            except Exception as error:
-                return "check failed: %s" % error
-            except BaseException:
-                self._discard(conn, "check interrupted")
-                raise
-            finally:
-                conn._owner = None
-        return None
+        self._n_open -= 1
+        if conn._host is not None:
+            conn._host.open -= 1
+            conn._host = None
+        self._discarded_total += 1
+        conn.close()
+        logger.log(level, "pool %s: discarding connection to %s: %s",
+                   self.name, conn.address, reason)
+        self._release_slot()
+        if self._on_discard is None:
+            return None
+        interrupted = self._run_hook(self._on_discard, conn, reason)
+        if interrupted is not None and not defer:
+            raise interrupted
+        return interrupted
 
-    # -- opening and closing connections -------------------------------------
+    def _release_slot(self) -> None:
+        """Free a slot, or hand it to the next waiter to connect with."""
+        if not self._closed and self._waiters and self._waiters.hand_off(_SLOT):
+            return
+        self._n_slots -= 1
 
-    def _new_connection(self, timeout: Optional[float], started: float) -> GreenConnection:
-        """Open a connection in a slot already counted in ``_n_slots``."""
-        conn = GreenConnection(self, "localhost", _DEFAULT_PORT, **self._connection_kwargs)
+    # -- opening connections ---------------------------------------------------
+
+    def _open(self, deadline: Optional[float]) -> GreenConnection:
+        """Open a connection in a slot already counted; on failure free the slot."""
+        epoch = self._epoch
+        conn = GreenConnection(self, "localhost", DEFAULT_PORT, **self._connection_kwargs)
+        self._connecting.add(conn)
         try:
-            self._connect(conn, None if timeout is None else started + timeout)
-        except BaseException:
-            conn.close()  # a connect cut by a timeout or kill leaves a socket
+            self._connect(conn, deadline)
+            if self._on_connect is not None:
+                interrupted = self._run_hook(self._on_connect, conn)
+                if interrupted is not None:
+                    raise interrupted
+            if self._closed:
+                raise PoolClosed("pool %s was closed while connecting" % self.name)
+            if epoch != self._epoch:
+                raise _Forked()
+        except BaseException as error:
+            self._connecting.discard(conn)
+            if epoch != self._epoch:
+                conn._forget()
+                if isinstance(error, Exception):
+                    raise _Forked() from None  # the child dropped the socket: retry
+                raise
+            if conn._host is not None:
+                conn._host.open -= 1
+                conn._host = None
+            conn.close()
             self._release_slot()
             raise
+        self._connecting.discard(conn)
         self._n_open += 1
-        conn._host.open += 1
         if self._maintainer is None and self._constructed:
             self._start_maintainer()
-        if self._on_connect is not None:
-            self._call_hook(self._on_connect, conn)
         return conn
 
     def _connect(self, conn: GreenConnection, deadline: Optional[float]) -> None:
-        """Connect *conn* to the next server that answers, within *deadline*."""
+        """Connect *conn* to the next server that answers.
+
+        Each connect takes at most *connect_timeout*; a server that fails
+        within it backs off. The caller's *deadline* cuts the attempt with
+        :class:`PoolExhausted` and says nothing about the server.
+        """
         now = _monotonic()
         ready, backing_off = self._hosts.candidates(now)
         failures = []
         last_error: Optional[Exception] = None
         for host in ready:
-            remaining = None if deadline is None else deadline - _monotonic()
-            if remaining is not None and remaining <= 0:
-                failures.append("%s (deadline passed)" % host.address)
-                break
+            limit = self._connect_timeout
+            timer = None
+            if deadline is not None:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    raise self._exhausted(now, "the deadline passed before connecting to %s"
+                                          % host.address, ConnectDeadline)
+                if limit is None or remaining < limit:
+                    timer = _green.Timeout.start_new(remaining)
             try:
-                conn._connect(host.host, host.port, remaining)
-            except Exception as error:
+                conn._connect(host.host, host.port, limit)
+            except BaseException as error:
+                conn.close()
+                if error is timer:
+                    raise self._exhausted(now, "the deadline passed while connecting to %s"
+                                          % host.address, ConnectDeadline) from None
+                if not isinstance(error, Exception):
+                    raise
                 self._connect_errors_total += 1
                 self._hosts.failed(host, error)
                 failures.append("%s (%s)" % (host.address, error))
                 last_error = error
                 continue
+            finally:
+                if timer is not None:
+                    timer.close()
             self._hosts.succeeded(host)
             conn._host = host
+            host.open += 1
             conn._created = conn._last_used = _monotonic()
             conn._expires = (float("inf") if self._max_lifetime is None else
                              conn._created + self._max_lifetime * (1 - 0.1 * random.random()))
@@ -704,100 +703,133 @@ class ConnectionPool:
                                % (self.name, "; ".join(failures))) from last_error
 
     def _renew(self, conn: GreenConnection) -> None:
-        """Replace the socket of a leased connection whose last call was cut."""
-        self._count_discard(conn, "interrupted call")
-        conn.close()
-        old_host = conn._host
-        # On failure the connection stays closed and is discarded on return.
-        self._connect(conn, None)
-        old_host.open -= 1
-        conn._host.open += 1
+        """Give a leased connection whose last call was cut a fresh socket.
 
-    def _discard(self, conn: GreenConnection, reason: str, level: int = logging.DEBUG) -> None:
-        """Close *conn* and free its slot."""
-        self._drop(conn, reason, level)
-        self._release_slot()
-
-    def _drop(self, conn: GreenConnection, reason: str, level: int = logging.DEBUG) -> None:
-        """Close *conn*, keeping its slot for the caller."""
-        self._n_open -= 1
-        conn._host.open -= 1
-        self._count_discard(conn, reason, level)
-        conn.close()
-
-    def _count_discard(self, conn: GreenConnection, reason: str,
-                       level: int = logging.DEBUG) -> None:
+        It stays marked mid-call until the new socket is up, so a renew that
+        fails or is interrupted leaves it to be discarded when the lease ends.
+        """
+        if self._closed:
+            raise PoolClosed("pool %s is closed; the connection leased to %r was closed "
+                             "with it" % (self.name, conn._owner))
         self._discarded_total += 1
-        logger.log(level, "pool %s: discarding connection to %s: %s",
-                   self.name, conn.address, reason)
-        if self._on_discard is not None:
-            self._call_hook(self._on_discard, conn, reason)
+        logger.debug("pool %s: reconnecting a lease after an interrupted call to %s",
+                     self.name, conn.address)
+        if conn._host is not None:
+            conn._host.open -= 1
+            conn._host = None
+        conn.close()
+        timeout = conn._lease_timeout
+        self._connect(conn, _monotonic() + timeout if timeout else None)
+        if self._closed:
+            conn._host.open -= 1
+            conn._host = None
+            conn.close()
+            raise PoolClosed("pool %s was closed while a lease reconnected" % self.name)
+        conn._in_call = False
 
-    def _release_slot(self) -> None:
-        """Free a slot, or pass it on to the oldest waiter to connect with."""
-        if self._closed or not self._hand_off(None):
-            self._n_slots -= 1
-            if self._closed and self._drained is not None and not self._leases:
-                self._drained.set()
+    # -- helpers ---------------------------------------------------------------
 
-    def _call_hook(self, hook: Callable[..., Any], *args: Any) -> None:
+    def _bind_thread(self) -> None:
+        """Tie the pool to this OS thread, or refuse a second one."""
+        current = _thread_id()
+        if self._thread is None:
+            self._thread = current
+            return
+        raise PoolError(
+            "pool %s belongs to OS thread %#x, where it was first used, and cannot "
+            "serve thread %#x: a pool serves the greenlets of one thread's gevent "
+            "hub. Make one pool per thread (e.g. in a threading.local), or use the "
+            "pool from greenlets of its own thread" % (self.name, self._thread, current))
+
+    def _exhausted(self, started: float, why: str,
+                   kind: Callable[[str], PoolExhausted] = PoolExhausted) -> PoolExhausted:
+        self._exhausted_total += 1
+        return kind(
+            "no connection available in pool %s: %s (size %d, %d leased, %d waiting, "
+            "waited %.3f s)" % (self.name, why, self.size, len(self._leases),
+                                len(self._waiters), _monotonic() - started))
+
+    def _run_hook(self, hook: Callable[..., Any], *args: Any) -> Optional[BaseException]:
+        """Run a user hook; log an ``Exception``, return a ``BaseException``."""
         try:
             hook(*args)
         except Exception:
             logger.exception("pool %s: hook %r failed", self.name, hook)
+        except BaseException as interrupted:
+            return interrupted
+        return None
 
-    # -- background work and fork --------------------------------------------
+    # -- background work -------------------------------------------------------
 
     def _start_maintainer(self) -> None:
-        if not self._closed:
-            self._maintainer = _green.spawn(self._maintain, _green.pid)
+        if not self._closed and self._maintainer is None:
+            self._maintainer = _green.spawn(self._maintain, self._epoch)
 
-    def _maintain(self, pid: int) -> None:
+    def _maintain(self, epoch: int) -> None:
         """Refill to *min_size*, close idle and expired connections, warn of leaks."""
         timeouts = [t for t in (self._idle_timeout, self._max_lifetime, self._leak_timeout)
                     if t is not None]
-        interval = min([1.0] + [t / 4 for t in timeouts])
-        interval = max(interval, 0.01)
-        while not self._closed and pid == _green.pid == self._pid:
+        interval = max(0.01, min([1.0] + [t / 4 for t in timeouts]))
+        while not self._closed and epoch == self._epoch:
+            self._maintaining = True
             try:
                 self._expire_idle()
-                self._refill()
+                self._refill(epoch)
                 self._warn_leaks()
+            except (PoolClosed, _Forked):
+                return
             except Exception:
                 logger.exception("pool %s: maintenance failed", self.name)
+            finally:
+                if epoch == self._epoch:
+                    self._maintaining = False
             # ref=False: the maintainer alone does not keep the hub running.
             _green.sleep(interval, ref=False)
 
     def _expire_idle(self) -> None:
         """Close expired idle connections, and long-idle ones above *min_size*."""
         now = _monotonic()
-        idle = []
-        while self._n_idle:
-            idle.append(self._pop_idle())
-        keep = []
-        for conn in reversed(idle):  # oldest first
+        stack: List[GreenConnection] = self._idle.queue  # oldest first
+        expired = []
+        still_open = self._n_open
+        for conn in stack:
             if now >= conn._expires:
-                self._discard(conn, "max_lifetime")
-            elif (self._idle_timeout is not None and self._n_open > self.min_size
+                expired.append((conn, "max_lifetime"))
+            elif (self._idle_timeout is not None and still_open > self.min_size
                     and now - conn._last_used >= self._idle_timeout):
-                self._discard(conn, "idle_timeout")
+                expired.append((conn, "idle_timeout"))
             else:
-                keep.append(conn)
-        for conn in keep:  # oldest first, so the warmest ends on top
-            self._idle.put(conn)
-            self._n_idle += 1
+                continue
+            still_open -= 1
+        if not expired:
+            return
+        # Off the stack at once, before any hook can yield: the books never
+        # show a connection in two places.
+        gone = {id(conn) for conn, _ in expired}
+        stack[:] = [conn for conn in stack if id(conn) not in gone]
+        self._n_idle -= len(expired)
+        for conn, reason in expired:
+            interrupted = self._discard(conn, reason, defer=True)
+            if interrupted is not None:
+                logger.warning("pool %s: on_discard hook interrupted by %r",
+                               self.name, interrupted)
 
-    def _refill(self) -> None:
-        while not self._closed and self._n_slots < self.min_size:
+    def _refill(self, epoch: int) -> None:
+        """Open connections up to *min_size*, at most once per *retry_interval*."""
+        now = _monotonic()
+        if self._n_slots >= self.min_size or now < self._next_refill:
+            return
+        self._next_refill = now + self._retry_interval
+        while not self._closed and epoch == self._epoch and self._n_slots < self.min_size:
             ready, _ = self._hosts.candidates(_monotonic())
             if not ready:
                 return
             self._n_slots += 1
             try:
-                conn = self._new_connection(None, _monotonic())
+                conn = self._open(None)
             except ConnectionFailed:
-                return  # logged with its back-off; the next round tries again
-            self._checkin(conn)
+                return  # logged with its back-off; a later round tries again
+            self._give_back(conn)
 
     def _warn_leaks(self) -> None:
         if self._leak_timeout is None:
@@ -813,28 +845,39 @@ class ConnectionPool:
                                conn.address, now - conn._leased_at, self._leak_timeout,
                                stack)
 
-    def _after_fork(self) -> None:
-        """In a forked child: drop the parent's connections, start afresh."""
-        logger.debug("pool %s: forked; dropping %d inherited connection(s)",
-                     self.name, self._n_open)
-        while self._n_idle:
-            self._pop_idle()._forget()
+    # -- fork --------------------------------------------------------------------
+
+    def _forget_inherited(self) -> None:
+        """In a forked child, at fork time: drop the parent's connections, start afresh.
+
+        Sockets are closed without ``shutdown()`` and without a byte written,
+        so the parent's connections are untouched. Greenlets the child
+        inherited while they waited wake and retry against the child's pool;
+        greenlets that held a lease find their connection gone.
+        """
+        inherited: List[Any] = list(self._idle.queue)
+        inherited += self._leases.values()
+        inherited += self._connecting
+        inherited += self._waiters.after_fork()
         for conn in self._leases.values():
-            conn._forget()
+            conn._owner = None
+        self._epoch += 1
+        self._thread = None
         self._reset()
+        for conn in inherited:
+            if isinstance(conn, GreenConnection):
+                conn._forget()
 
 
-class _TableLease:
-    """The context manager returned by :meth:`ConnectionPool.table`."""
+ConnectionPool.__doc__ = (ConnectionPool.__doc__ or "").replace(
+    "{options}", options_doc().replace("\n", "\n    "))
 
-    __slots__ = ("_lease", "_name")
 
-    def __init__(self, lease: _Lease, name: Any) -> None:
-        self._lease = lease
-        self._name = name
+def _after_fork_in_child() -> None:
+    for pool in list(_live_pools):
+        pool._forget_inherited()
 
-    def __enter__(self) -> Any:
-        return self._lease.__enter__().table(self._name)
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self._lease.__exit__(*exc_info)
+# At fork time, not on the child's first use: until then the child's hub
+# could run inherited greenlets against the parent's sockets.
+os.register_at_fork(after_in_child=_after_fork_in_child)

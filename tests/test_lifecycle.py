@@ -1,5 +1,6 @@
 """Lifecycle and resilience: restarts, storms, idle cuts, failover, fork, sizes."""
 
+import collections
 import json
 import logging
 import os
@@ -96,35 +97,43 @@ def test_restart_storm_recovers_with_right_answers(hbase_server):
 
 
 def test_storm_of_interruptions_loses_nothing():
-    """Thousands of leases, random timeouts and kills: no wrong answer, no leak."""
+    """Thousands of leases, random timeouts and kills: no wrong answer, no leak.
+
+    Every attempt ends in exactly one classified outcome, whatever the
+    machine's speed; afterwards the books balance and the pool still serves.
+    """
     with HBaseServer(subprocess=True) as server:
         server.set_latency(0.001)
         sockets_before = socket_fds()
         pool = make_pool(server, size=8)
         fill_table(pool)
-        wrong = []
 
         def one():
             key = random.randrange(ROWS)
             try:
                 with gevent.Timeout(random.uniform(0, 0.02)):
-                    if not ask(pool, key):
-                        wrong.append(key)
+                    return "right" if ask(pool, key) else "wrong"
             except gevent.Timeout:
-                pass
+                return "timed out"
 
+        outcomes = collections.Counter()
         for _ in range(20):
             batch = [gevent.spawn(one) for _ in range(150)]
             gevent.sleep(random.uniform(0, 0.003))
             for victim in random.sample(batch, 20):
                 victim.kill(block=False)
             gevent.joinall(batch, timeout=20)
+            for greenlet in batch:
+                assert greenlet.ready(), "a greenlet is stuck in the pool"
+                value = greenlet.value
+                outcomes["killed" if isinstance(value, gevent.GreenletExit) else value] += 1
+        assert sum(outcomes.values()) == 3000
+        assert set(outcomes) <= {"right", "timed out", "killed"}, outcomes
+        assert outcomes["killed"] + outcomes["timed out"] > 0
         stats = pool.stats()
-        assert wrong == []
-        assert stats["acquired_total"] > 1000  # of 3000 attempts
-        assert stats["discarded_total"] > 0
         assert balanced(pool) and not pool._leases
         assert socket_fds() - sockets_before == stats["open"]
+        assert ask(pool, 3)  # still serving
         pool.close()
         assert socket_fds() == sockets_before
 
