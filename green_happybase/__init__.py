@@ -1,6 +1,7 @@
 """green_happybase: a gevent-native connection pool for HappyBase."""
 import logging
 
+from ._version import __version__
 from .connection import GreenConnection
 from .errors import (
     AuthenticationFailed,
@@ -14,8 +15,6 @@ from .errors import (
 )
 from .config import close_all, configure, get_pool
 from .pool import ConnectionPool
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConnectionPool",

@@ -11,23 +11,23 @@
 Every metric is named ``green_happybase_pool_*`` and labelled with the pool's
 name (``pool``); per-server metrics also carry ``host`` (``host:port``):
 
-======================================================  =========  ===========================
-metric                                                  type       from ``pool.stats()``
-======================================================  =========  ===========================
-``green_happybase_pool_size``                           gauge      ``size``
-``green_happybase_pool_open``                           gauge      ``open``
-``green_happybase_pool_idle``                           gauge      ``idle``
-``green_happybase_pool_in_use``                         gauge      ``in_use``
-``green_happybase_pool_waiting``                        gauge      ``waiting``
-``green_happybase_pool_acquired_total``                 counter    ``acquired_total``
-``green_happybase_pool_exhausted_total``                counter    ``exhausted_total``
-``green_happybase_pool_discarded_total``                counter    ``discarded_total``
-``green_happybase_pool_connect_errors_total``           counter    ``connect_errors_total``
-``green_happybase_pool_wait_seconds``                   histogram  ``wait_histogram``
-``green_happybase_pool_host_open``                      gauge      ``hosts[*]["open"]``
-``green_happybase_pool_host_connects_total``            counter    ``hosts[*]["connects_total"]``
-``green_happybase_pool_host_connect_errors_total``      counter    ``hosts[*]["connect_errors_total"]``
-======================================================  =========  ===========================
+==================================================  =========  ====================================
+metric                                              type       from ``pool.stats()``
+==================================================  =========  ====================================
+``green_happybase_pool_size``                       gauge      ``size``
+``green_happybase_pool_open``                       gauge      ``open``
+``green_happybase_pool_idle``                       gauge      ``idle``
+``green_happybase_pool_in_use``                     gauge      ``in_use``
+``green_happybase_pool_waiting``                    gauge      ``waiting``
+``green_happybase_pool_acquired_total``             counter    ``acquired_total``
+``green_happybase_pool_exhausted_total``            counter    ``exhausted_total``
+``green_happybase_pool_discarded_total``            counter    ``discarded_total``
+``green_happybase_pool_connect_errors_total``       counter    ``connect_errors_total``
+``green_happybase_pool_wait_seconds``               histogram  ``wait_histogram``
+``green_happybase_pool_host_open``                  gauge      ``hosts[*]["open"]``
+``green_happybase_pool_host_connects_total``        counter    ``hosts[*]["connects_total"]``
+``green_happybase_pool_host_connect_errors_total``  counter    ``hosts[*]["connect_errors_total"]``
+==================================================  =========  ====================================
 
 prometheus_client's HTTP server runs in an OS thread. The collector
 therefore only calls :meth:`~green_happybase.ConnectionPool.stats`, which
@@ -37,7 +37,8 @@ each worker's metrics on its own port, or scrape one worker per process.
 """
 
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
     REGISTRY,
@@ -85,7 +86,7 @@ class PoolCollector(Collector):
     """
 
     def __init__(self, pools: Iterable["ConnectionPool"] = ()) -> None:
-        self._pools: Dict[str, "ConnectionPool"] = {}
+        self._pools: dict[str, ConnectionPool] = {}
         for pool in pools:
             self.add(pool)
 
@@ -111,7 +112,7 @@ class PoolCollector(Collector):
     def __len__(self) -> int:
         return len(self._pools)
 
-    def describe(self) -> List[Metric]:
+    def describe(self) -> list[Metric]:
         """The metric families, without samples (used at registration)."""
         return list(self._families([]))
 
@@ -120,7 +121,7 @@ class PoolCollector(Collector):
         # A snapshot: register() may run in another thread meanwhile.
         return self._families([pool.stats() for pool in tuple(self._pools.values())])
 
-    def _families(self, all_stats: List[Dict[str, Any]]) -> Iterator[Metric]:
+    def _families(self, all_stats: list[dict[str, Any]]) -> Iterator[Metric]:
         for key, doc in _GAUGES:
             gauge = GaugeMetricFamily(_PREFIX + key, doc, labels=["pool"])
             for stats in all_stats:
@@ -137,7 +138,7 @@ class PoolCollector(Collector):
         for stats in all_stats:
             waits = stats["wait_histogram"]
             buckets = [(floatToGoString(le), count)
-                       for le, count in zip(waits["le"], waits["counts"])]
+                       for le, count in zip(waits["le"], waits["counts"], strict=False)]
             if not buckets or buckets[-1][0] != "+Inf":
                 buckets.append(("+Inf", waits["count"]))
             histogram.add_metric([stats["name"]], buckets, waits["sum"])
@@ -184,7 +185,7 @@ def register(pool: "ConnectionPool",
 
 
 def unregister(pool: "ConnectionPool",
-               registry: CollectorRegistry = REGISTRY) -> Optional[PoolCollector]:
+               registry: CollectorRegistry = REGISTRY) -> PoolCollector | None:
     """Stop exporting *pool*; the collector leaves *registry* with its last pool.
 
     :returns: the collector still serving other pools, or ``None``
