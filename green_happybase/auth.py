@@ -22,7 +22,8 @@ import base64
 import importlib.util
 import re
 import ssl
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from collections.abc import Callable, Mapping
+from typing import Any
 
 __all__ = [
     "Auth",
@@ -53,7 +54,16 @@ _RESERVED_HEADERS = frozenset(
      "accept", "expect", "doas"])
 
 
-def _check_text(name: str, value: Any, *, secret: bool = False, allow_empty: bool = False) -> str:
+def qop_name(qop: Any) -> str:
+    """The SASL name (``auth``, ``auth-int``, ``auth-conf``) of a qop in either
+    of HBase's spellings."""
+    if not isinstance(qop, str) or qop.lower() not in _QOPS:
+        raise ValueError("qop must be one of 'auth', 'auth-int', 'auth-conf' (or "
+                         "'authentication', 'integrity', 'privacy'), not %r" % (qop,))
+    return _QOPS[qop.lower()]
+
+
+def check_text(name: str, value: Any, *, secret: bool = False, allow_empty: bool = False) -> str:
     """A ``str`` argument; a secret one is never quoted in the error."""
     if not isinstance(value, str):
         raise TypeError("%s must be a str, not %s" % (
@@ -76,9 +86,9 @@ class Auth:
     """
 
     #: SASL mechanism over TCP, or ``None`` when the object is HTTP only.
-    sasl_mechanism: Optional[str] = None
+    sasl_mechanism: str | None = None
     #: Authorization scheme over HTTP, or ``None`` when the object is SASL only.
-    http_scheme: Optional[str] = None
+    http_scheme: str | None = None
 
     @property
     def sasl(self) -> bool:
@@ -88,7 +98,7 @@ class Auth:
     def http(self) -> bool:
         return self.http_scheme is not None
 
-    def headers(self) -> List[Tuple[str, str]]:
+    def headers(self) -> list[tuple[str, str]]:
         """The headers for one HTTP request (called per request)."""
         raise NotImplementedError
 
@@ -124,26 +134,24 @@ class Kerberos(Auth):
     sasl_mechanism = "GSSAPI"
     http_scheme = "Negotiate"
 
-    def __init__(self, service: Optional[str] = None, principal: Optional[str] = None,
-                 qop: str = "auth", hostname: Optional[str] = None) -> None:
+    def __init__(self, service: str | None = None, principal: str | None = None,
+                 qop: str = "auth", hostname: str | None = None) -> None:
         if importlib.util.find_spec("gssapi") is None:
-            raise ImportError("Kerberos needs python-gssapi: pip install 'green_happybase[kerberos]' "
-                              "(it builds against the MIT Kerberos headers, libkrb5-dev)")
+            raise ImportError("Kerberos needs python-gssapi: pip install "
+                              "'green_happybase[kerberos]' (it builds against the MIT Kerberos "
+                              "headers, libkrb5-dev)")
         if service is not None:
-            _check_text("service", service)
+            check_text("service", service)
             if "@" in service or "/" in service:
                 raise ValueError("service must be a bare service name such as 'hbase', "
                                  "not %r" % (service,))
         if principal is not None:
-            _check_text("principal", principal)
+            check_text("principal", principal)
         if hostname is not None:
-            _check_text("hostname", hostname)
-        if not isinstance(qop, str) or qop.lower() not in _QOPS:
-            raise ValueError("qop must be one of 'auth', 'auth-int', 'auth-conf' (or "
-                             "'authentication', 'integrity', 'privacy'), not %r" % (qop,))
+            check_text("hostname", hostname)
         self.service = service
         self.principal = principal
-        self.qop = _QOPS[qop.lower()]
+        self.qop = qop_name(qop)
         self.hostname = hostname
 
     def __repr__(self) -> str:
@@ -160,8 +168,8 @@ class _Password(Auth):
     """A user name and a password, shared by :class:`Plain` and :class:`Basic`."""
 
     def __init__(self, username: str, password: str) -> None:
-        _check_text("username", username)
-        _check_text("password", password, secret=True, allow_empty=True)
+        check_text("username", username)
+        check_text("password", password, secret=True, allow_empty=True)
         self.username = username
         self._password = password
 
@@ -197,7 +205,7 @@ class Basic(_Password):
         if ":" in username:
             raise ValueError("username must not contain ':' in Basic auth, not %r" % (username,))
 
-    def headers(self) -> List[Tuple[str, str]]:
+    def headers(self) -> list[tuple[str, str]]:
         pair = ("%s:%s" % (self.username, self._password)).encode("utf-8")
         return [("Authorization", "Basic " + base64.b64encode(pair).decode("ascii"))]
 
@@ -214,17 +222,17 @@ class Bearer(Auth):
 
     http_scheme = "Bearer"
 
-    def __init__(self, token: Union[str, Callable[[], str]]) -> None:
+    def __init__(self, token: str | Callable[[], str]) -> None:
         if not callable(token):
-            _check_text("token", token, secret=True)
+            check_text("token", token, secret=True)
         self._token = token
 
     def __repr__(self) -> str:
         return "Bearer(token=%s)" % ("<callable>" if callable(self._token) else "<hidden>")
 
-    def headers(self) -> List[Tuple[str, str]]:
+    def headers(self) -> list[tuple[str, str]]:
         token = self._token() if callable(self._token) else self._token
-        return [("Authorization", "Bearer " + _check_text("the Bearer token callable's result",
+        return [("Authorization", "Bearer " + check_text("the Bearer token callable's result",
                                                           token, secret=True))]
 
 
@@ -240,7 +248,7 @@ class Headers(Auth):
 
     http_scheme = "Headers"
 
-    def __init__(self, headers: Union[Mapping[str, str], Callable[[], Mapping[str, str]]]) -> None:
+    def __init__(self, headers: Mapping[str, str] | Callable[[], Mapping[str, str]]) -> None:
         if callable(headers):
             self._headers: Any = headers
         else:
@@ -252,7 +260,7 @@ class Headers(Auth):
         return "Headers(%s)" % ", ".join("%s=<hidden>" % name for name in self._headers)
 
     @staticmethod
-    def _check(headers: Any, what: str) -> Dict[str, str]:
+    def _check(headers: Any, what: str) -> dict[str, str]:
         if not isinstance(headers, Mapping) or not headers:
             raise TypeError("%s must be a non-empty mapping of header names to values, not %s"
                             % (what, type(headers).__name__))
@@ -262,17 +270,17 @@ class Headers(Auth):
                 raise ValueError("%s: %r is not a valid header name" % (what, name))
             if name.lower() in _RESERVED_HEADERS:
                 raise ValueError("%s: header %r is written by the transport itself" % (what, name))
-            checked[name] = _check_text("%s[%r]" % (what, name), value, secret=True)
+            checked[name] = check_text("%s[%r]" % (what, name), value, secret=True)
         return checked
 
-    def headers(self) -> List[Tuple[str, str]]:
+    def headers(self) -> list[tuple[str, str]]:
         if callable(self._headers):
             return list(self._check(self._headers(), "the Headers callable's result").items())
         return list(self._headers.items())
 
 
-def check_combination(transport: str, protocol: str, tls: Any, auth: Optional[Auth],
-                      do_as: Optional[str]) -> None:
+def check_combination(transport: str, protocol: str, tls: Any, auth: Auth | None,
+                      do_as: str | None) -> None:
     """Refuse the options a gateway cannot serve, naming them.
 
     :raises ValueError: a combination HBase's gateway refuses (SASL with
@@ -293,7 +301,7 @@ def check_combination(transport: str, protocol: str, tls: Any, auth: Optional[Au
         raise TypeError("auth must be None or an object from green_happybase.auth "
                         "(Kerberos, Plain, Basic, Bearer, Headers), not %r" % (auth,))
     if do_as is not None:
-        _check_text("do_as", do_as)
+        check_text("do_as", do_as)
     http = transport == "http"
     if http and protocol != "binary":
         raise ValueError("protocol=%r with transport='http': HBase's HTTP gateway speaks "

@@ -1,0 +1,134 @@
+"""A tiny Thrift gateway for the transport tests: every mode of
+green_happybase.testing.gateways around a trivial handler, in this hub."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import gevent
+import happybase  # noqa: F401  (loads the Hbase_thrift module)
+from gevent.event import Event
+from gevent.server import StreamServer
+from Hbase_thrift import Hbase, TCell, TRowResult
+from thriftpy2.protocol import TCyBinaryProtocol
+from thriftpy2.thrift import TClient, TProcessor
+from thriftpy2.transport import (
+    TCyBufferedTransport,
+    TCyFramedTransport,
+    TCyMemoryBuffer,
+    TSocket,
+    TTransportException,
+)
+
+from green_happybase.testing.gateways import (
+    HttpGateway,
+    ServerAuth,
+    new_stats,
+    sasl_accept,
+    tls_accept,
+)
+
+log = logging.getLogger("gatewaykit")
+
+# Generous bounds that only catch hangs.
+HANG = 10.0
+
+
+class Handler:
+    """Answers two calls: enough to tell one reply from another."""
+
+    def getTableNames(self) -> list[bytes]:
+        return [b"t1", b"t2"]
+
+    def getRow(self, tableName: bytes, row: bytes, attributes: Any) -> list[Any]:
+        return [TRowResult(row=row, columns={b"cf:q": TCell(value=tableName + b"/" + row,
+                                                            timestamp=1)})]
+
+
+def answer(request: bytes) -> bytes:
+    """One binary Thrift message in, its reply out (the HTTP gateway's callback)."""
+    out = TCyMemoryBuffer()
+    TProcessor(Hbase, Handler()).process(TCyBinaryProtocol(TCyMemoryBuffer(request)),
+                                         TCyBinaryProtocol(out))
+    return out.getvalue()
+
+
+def serve_stream(stream: Any, framed: bool) -> None:
+    """Serve Thrift calls read off a socket-like stream until the client closes."""
+    transport = (TCyFramedTransport if framed else TCyBufferedTransport)(TSocket(sock=stream))
+    protocol = TCyBinaryProtocol(transport)
+    processor = TProcessor(Hbase, Handler())
+    while True:
+        try:
+            processor.process(protocol, protocol)
+        except TTransportException as error:
+            if error.type == TTransportException.END_OF_FILE:
+                return
+            raise
+
+
+class Gateway:
+    """A gateway on 127.0.0.1, port 0, in one of the modes.
+
+    :param transport: "buffered", "framed" or "http"
+    :param tls: a server ssl.SSLContext, or None
+    :param auth: a ServerAuth (SASL over TCP, checked headers over HTTP)
+    """
+
+    def __init__(self, transport: str = "buffered", *, tls: Any = None,
+                 auth: ServerAuth | None = None, path: str = "/") -> None:
+        self.transport = transport
+        self.tls = tls
+        self.auth = auth
+        self.path = path
+        self.stats = new_stats()
+        self.accepted = 0
+        self.layers: list[str] = []
+        self.errors: list[BaseException] = []
+        self.closed = Event()  # set each time a client connection ends
+        self.server = StreamServer(("127.0.0.1", 0), self._handle)
+        self.server.start()
+        self.port = self.server.server_port
+
+    def _handle(self, sock: Any, address: Any) -> None:
+        self.accepted += 1
+        try:
+            if self.tls is not None:
+                sock = tls_accept(sock, self.tls)
+            if self.transport == "http":
+                HttpGateway(answer, path=self.path, auth=self.auth, stats=self.stats).serve(sock)
+                return
+            if self.auth is not None:
+                sock = sasl_accept(sock, self.auth, stats=self.stats)
+                self.layers.append(sock.layer)
+            serve_stream(sock, self.transport == "framed")
+        except Exception as error:
+            log.info("gateway: %s: %s", type(error).__name__, error)
+            self.errors.append(error)
+        finally:
+            sock.close()
+            self.closed.set()
+
+    def close(self) -> None:
+        self.server.close()
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def client(channel: Any) -> Any:
+    """A plain thriftpy2 client on a channel, as happybase builds one."""
+    return TClient(Hbase, TCyBinaryProtocol(channel.transport, decode_response=False))
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def wait_for(event: Event, what: str) -> None:
+    with gevent.Timeout(HANG, AssertionError("timed out waiting for " + what)):
+        event.wait()
