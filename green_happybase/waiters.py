@@ -159,6 +159,7 @@ class WaitQueue:
             waiter = self._next_waiter()
             if waiter is not None:
                 self._deliver(waiter, item)
+                self._after_removal()
                 return True
         return False
 
