@@ -29,4 +29,4 @@ Every workload of every variant runs in a fresh child process, which reports
 JSON lines on its stdout; see :mod:`green_happybase.bench.runner`.
 """
 
-__all__: list = []
+__all__: list[str] = []

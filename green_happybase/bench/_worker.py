@@ -9,7 +9,7 @@ and nothing else there.
 import json
 import os
 import sys
-from typing import Any, Dict
+from typing import Any
 
 import gevent
 from gevent import monkey
@@ -20,12 +20,12 @@ from .clients import make_client
 __all__ = ["main"]
 
 
-def _emit(message: Dict[str, Any]) -> None:
+def _emit(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
 
 
-def _run(task: Dict[str, Any], client: Any, table: str) -> Dict[str, Any]:
+def _run(task: dict[str, Any], client: Any, table: str) -> dict[str, Any]:
     kind = task["kind"]
     if kind == "lease":
         return workloads.lease_overhead(client, table, task["loops"], task["repeats"])
@@ -35,6 +35,13 @@ def _run(task: Dict[str, Any], client: Any, table: str) -> Dict[str, Any]:
     if kind == "interrupted":
         return workloads.interrupted(client, table, task["leases"], task["greenlets"],
                                      task["fraction"], task["seed"], task["time_limit"])
+    if kind == "capacity":
+        return workloads.capacity(client, table, task["concurrency"], task["calls"],
+                                  task["deadline"], task["warmup"], task["duration"])
+    if kind == "open_loop":
+        return workloads.open_loop(client, table, task["rate"], task["calls"], task["deadline"],
+                                   task["warmup"], task["duration"], task["seed"],
+                                   task["time_limit"])
     raise ValueError("unknown task kind %r" % (kind,))
 
 

@@ -3,11 +3,16 @@
 A client's :meth:`leaser` gives greenlet number *i* a callable that returns a
 context manager yielding a connection. For the pools that callable is the
 pool's own ``connection`` method, so the hot loop measures the pool and
-nothing of ours.
+nothing of ours. Where a client's ``lease_timeout`` is true, the callable
+also takes a timeout in seconds, and raises ``happybase.NoConnectionsAvailable``
+(or a subclass) when it expires.
 """
 
+import contextlib
+import inspect
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Tuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import gevent
 import gevent.lock
@@ -16,25 +21,46 @@ from gevent.hub import Waiter
 
 from green_happybase import ConnectionPool, GreenConnection
 
-__all__ = ["VARIANTS", "PATCHED", "make_client"]
+__all__ = ["OPEN_VARIANTS", "PATCHED", "VARIANTS", "make_client", "unavailable"]
 
-#: Every variant, in report order.
+#: The variants of the closed-loop workloads, in report order.
 VARIANTS = ("green", "happybase", "raw", "per_request", "raw_patched", "raw_fifo")
+#: The variants of the open-loop workload, in report order: the pool with
+#: each waiter queue policy, and the pools users run today.
+OPEN_VARIANTS = ("green_fifo", "green_adaptive", "happybase", "semaphore", "raw_fifo")
 #: The variants whose process runs ``gevent.monkey.patch_all()`` first.
-PATCHED = frozenset(["happybase", "per_request", "raw_patched"])
+PATCHED = frozenset(["happybase", "per_request", "raw_patched", "semaphore"])
+#: The waiter queue policy of each green variant that names one.
+_POLICIES = {"green_fifo": "fifo", "green_adaptive": "adaptive"}
 
-Address = Tuple[str, int]
+Address = tuple[str, int]
 Lease = Callable[[], Any]
+
+
+def _has_queue_policies() -> bool:
+    """Whether this version of the pool takes a ``queue`` policy."""
+    return "queue" in inspect.signature(ConnectionPool).parameters
+
+
+def unavailable(variant: str) -> str | None:
+    """Why *variant* cannot run with this version of the pool, or ``None``."""
+    if variant == "green_adaptive" and not _has_queue_policies():
+        return "this ConnectionPool has no 'queue' option"
+    return None
 
 
 class _PoolClient:
     """``green_happybase.ConnectionPool`` or ``happybase.ConnectionPool``."""
 
+    # Both take ``connection(timeout)`` in seconds.
+    lease_timeout = True
+
     def __init__(self, pool: Any) -> None:
         self.pool = pool
 
     def leaser(self, i: int) -> Lease:
-        return self.pool.connection
+        lease: Lease = self.pool.connection
+        return lease
 
     def close(self) -> None:
         close = getattr(self.pool, "close", None)  # happybase's pool has none
@@ -42,33 +68,54 @@ class _PoolClient:
             close()
 
 
+class _FifoWaiter(Waiter):  # type: ignore[type-arg]  # not generic at run time
+    """A greenlet queued for a :class:`_FifoLock`."""
+
+    #: Set once a release has handed this waiter the lock.
+    handed = False
+    #: Set when it stopped waiting; a release skips it.
+    cancelled = False
+
+
 class _FifoLock:
     """A lock handed to its oldest waiter on release, never to a newcomer.
 
     gevent's own locks let the releasing greenlet take the lock straight
     back; this one serves waiters in order, as the pool does, so that
-    ``raw_fifo`` shows what fairness alone costs. (The throughput workload
-    interrupts nobody, so a waiter is never cancelled.)
+    ``raw_fifo`` shows what fairness alone costs. It has no timeout: the
+    open-loop workload kills the waiters left at its end.
     """
 
     def __init__(self) -> None:
         self._held = False
-        self._waiters: Deque[Any] = deque()
+        self._waiters: deque[_FifoWaiter] = deque()
 
     def acquire(self) -> None:
-        if self._held:
-            waiter: Any = Waiter()
-            self._waiters.append(waiter)
-            waiter.get()  # the releaser handed the lock over: still held
-        else:
+        if not self._held:
             self._held = True
+            return
+        waiter = _FifoWaiter()
+        self._waiters.append(waiter)
+        try:
+            waiter.get()  # the releaser handed the lock over: still held
+        except BaseException:
+            # Killed while queued: leave the queue. Killed after the hand-off
+            # but before running: the lock is this greenlet's, pass it on.
+            if waiter.handed:
+                self.release()
+            else:
+                waiter.cancelled = True
+            raise
 
     def release(self) -> None:
-        if self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.hub.loop.run_callback(waiter.switch, None)
-        else:
-            self._held = False
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.cancelled:
+                waiter.handed = True
+                waiter.hub.loop.run_callback(waiter.switch, None)
+                return
+        self._held = False
 
 
 class _Group:
@@ -95,16 +142,29 @@ class _Group:
         self._lock.release()
 
 
+class _NoPool:
+    """The pool a raw :class:`GreenConnection` reports to: none.
+
+    A connection reads its pool's epoch when made; it asks the pool for
+    nothing else unless it is used again after an interrupted call, which
+    never happens here: raw requests are only killed at the end of a run.
+    """
+
+    _epoch = 0
+
+
 class _RawClient:
     """*size* persistent connections; greenlet *i* uses number ``i % size``."""
 
-    def __init__(self, size: int, address: Address, options: Dict[str, Any],
+    lease_timeout = False
+
+    def __init__(self, size: int, address: Address, options: dict[str, Any],
                  green: bool, fair: bool = False) -> None:
-        self._groups: List[_Group] = []
+        self._groups: list[_Group] = []
         for _ in range(size):
             if green:
                 # No pool: the connection is opened and leased by hand.
-                conn = GreenConnection(None, address[0], address[1], **options)
+                conn = GreenConnection(_NoPool(), address[0], address[1], **options)
                 conn.open()
             else:
                 conn = happybase.Connection(address[0], address[1], **options)
@@ -118,10 +178,48 @@ class _RawClient:
             group.conn.close()
 
 
+class _SemaphorePool:
+    """What users hand-roll: a ``gevent.lock.BoundedSemaphore(size)``
+    guarding a list of ``happybase.Connection`` objects.
+
+    The semaphore lets a newcomer take a slot that a release meant for a
+    waiter, and a connection goes back to the list whatever happened in
+    its lease.
+    """
+
+    lease_timeout = True
+
+    def __init__(self, size: int, address: Address, options: dict[str, Any]) -> None:
+        self._slots = gevent.lock.BoundedSemaphore(size)
+        self._idle: list[happybase.Connection] = []
+        for _ in range(size):
+            self._idle.append(happybase.Connection(address[0], address[1], **options))
+
+    def leaser(self, i: int) -> Lease:
+        return self.connection
+
+    @contextlib.contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[happybase.Connection]:
+        if not self._slots.acquire(timeout=timeout):
+            raise happybase.NoConnectionsAvailable("no connection within %s s" % timeout)
+        conn = self._idle.pop()
+        try:
+            yield conn
+        finally:
+            self._idle.append(conn)
+            self._slots.release()
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.close()
+
+
 class _PerRequest:
     """A new connection for every lease, at most *size* at once."""
 
-    def __init__(self, size: int, address: Address, options: Dict[str, Any]) -> None:
+    lease_timeout = False
+
+    def __init__(self, size: int, address: Address, options: dict[str, Any]) -> None:
         self._slots = gevent.lock.Semaphore(size)
         self._address = address
         self._options = options
@@ -163,14 +261,22 @@ class _OneShot:
             self._client._slots.release()
 
 
-def make_client(variant: str, size: int, address: Address, options: Dict[str, Any]) -> Any:
+def make_client(variant: str, size: int, address: Address, options: dict[str, Any]) -> Any:
     """Build the client of *variant* with *size* connections to *address*.
 
     *options* are ``happybase.Connection`` keyword arguments (transport,
     protocol, timeout).
     """
-    if variant == "green":
-        return _PoolClient(ConnectionPool(size, host=address[0], port=address[1], **options))
+    if variant == "green" or variant in _POLICIES:
+        why = unavailable(variant)
+        if why is not None:
+            raise ValueError("variant %s cannot run: %s" % (variant, why))
+        # "green" takes the pool's default policy; before the pool had
+        # policies its one queue was FIFO.
+        policy: dict[str, Any] = {"queue": _POLICIES[variant]} \
+            if variant in _POLICIES and _has_queue_policies() else {}
+        return _PoolClient(ConnectionPool(size, host=address[0], port=address[1],
+                                          **policy, **options))
     if variant == "happybase":
         return _PoolClient(happybase.ConnectionPool(size, host=address[0], port=address[1],
                                                     **options))
@@ -180,6 +286,9 @@ def make_client(variant: str, size: int, address: Address, options: Dict[str, An
         return _RawClient(size, address, options, green=False)
     if variant == "raw_fifo":
         return _RawClient(size, address, options, green=True, fair=True)
+    if variant == "semaphore":
+        return _SemaphorePool(size, address, options)
     if variant == "per_request":
         return _PerRequest(size, address, options)
-    raise ValueError("unknown variant %r; choose from %s" % (variant, ", ".join(VARIANTS)))
+    raise ValueError("unknown variant %r; choose from %s"
+                     % (variant, ", ".join(sorted(set(VARIANTS + OPEN_VARIANTS)))))

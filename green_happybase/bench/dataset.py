@@ -5,7 +5,7 @@ that asked for it.
 """
 
 import os
-from typing import List, Tuple
+from typing import Any
 
 __all__ = ["COLUMN", "FAMILY", "ROWS", "create", "drop", "expected", "keys", "pairs", "table_name"]
 
@@ -20,7 +20,7 @@ def table_name() -> str:
     return "green_happybase_bench_%d_%s" % (os.getpid(), os.urandom(4).hex())
 
 
-def keys(rows: int = ROWS) -> List[bytes]:
+def keys(rows: int = ROWS) -> list[bytes]:
     return [b"row-%05d" % i for i in range(rows)]
 
 
@@ -29,7 +29,7 @@ def expected(key: bytes) -> bytes:
     return b"value-of-" + key
 
 
-def create(conn, name: str, rows: int = ROWS) -> None:
+def create(conn: Any, name: str, rows: int = ROWS) -> None:
     """Create table *name* on happybase connection *conn* and load *rows* rows."""
     conn.create_table(name, {FAMILY: {}})
     with conn.table(name).batch(batch_size=500) as batch:
@@ -37,12 +37,12 @@ def create(conn, name: str, rows: int = ROWS) -> None:
             batch.put(key, {COLUMN: expected(key)})
 
 
-def drop(conn, name: str) -> None:
+def drop(conn: Any, name: str) -> None:
     """Disable and delete table *name*."""
     conn.delete_table(name, disable=True)
 
 
-def pairs(rows: int = ROWS) -> Tuple[List[bytes], List[bytes]]:
+def pairs(rows: int = ROWS) -> tuple[list[bytes], list[bytes]]:
     """Keys and their values, index for index, for cheap checks in hot loops."""
     all_keys = keys(rows)
     return all_keys, [expected(key) for key in all_keys]

@@ -3,7 +3,8 @@
 import json
 import sys
 import time
-from typing import Any, Dict, Generator, List, Tuple
+from collections.abc import Generator
+from typing import Any
 
 import gevent
 import gevent.subprocess
@@ -29,14 +30,14 @@ class BenchError(Exception):
     """The benchmark could not run: a child failed, hung or misreported."""
 
 
-def planned_seconds(tasks: List[Dict[str, Any]]) -> float:
+def planned_seconds(tasks: list[dict[str, Any]]) -> float:
     """Roughly how long *tasks* should take."""
-    return sum(task.get("warmup", 0.0) + task.get("duration", 0.0)
-               + task.get("time_limit", 0.0) for task in tasks)
+    return float(sum(task.get("warmup", 0.0) + task.get("duration", 0.0)
+                     + task.get("time_limit", 0.0) for task in tasks))
 
 
-def run_variant(variant: str, spec: Dict[str, Any]
-                ) -> Generator[Tuple[Dict[str, Any], Dict[str, Any]], None, None]:
+def run_variant(variant: str, spec: dict[str, Any]
+                ) -> Generator[tuple[dict[str, Any], dict[str, Any]], None, None]:
     """Run *spec*'s tasks for *variant* in a child; yield ``(task, result)``.
 
     The child is killed if it overruns its tasks' planned time by more than
@@ -69,7 +70,7 @@ def run_variant(variant: str, spec: Dict[str, Any]
         proc.stdout.close()
 
 
-def _read(proc: Any, variant: str, deadline: float) -> Dict[str, Any]:
+def _read(proc: Any, variant: str, deadline: float) -> dict[str, Any]:
     try:
         with gevent.Timeout(max(0.0, deadline - time.monotonic())) as timer:
             line = proc.stdout.readline()
@@ -80,4 +81,5 @@ def _read(proc: Any, variant: str, deadline: float) -> Dict[str, Any]:
     if not line:
         raise BenchError("the %s child exited with status %s before reporting (its "
                          "error is above)" % (variant, proc.wait()))
-    return json.loads(line)
+    message: dict[str, Any] = json.loads(line)
+    return message

@@ -1,13 +1,16 @@
 """How long and how big each workload runs, per profile."""
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple
 
-__all__ = ["FULL", "INTERRUPT", "Interrupt", "POINTS", "PROFILES", "QUICK", "SMOKE", "Scale", "WAIT_POINT"]
+__all__ = ["CONTENDED_POINT", "FULL", "INTERRUPT", "Interrupt", "OpenLoop", "POINTS", "PROFILES",
+           "QUICK", "SMOKE", "Scale", "WAIT_POINT"]
 
 #: (greenlets, pool size) of the throughput runs.
-POINTS: Tuple[Tuple[int, int], ...] = ((50, 4), (500, 10), (5000, 10))
+POINTS: tuple[tuple[int, int], ...] = ((50, 4), (500, 10), (5000, 10))
 #: The throughput run whose lease waits and memory are reported.
 WAIT_POINT = (5000, 10)
+#: The throughput run whose client CPU per call is compared with raw_fifo's.
+CONTENDED_POINT = (500, 10)
 
 
 class Interrupt(NamedTuple):
@@ -24,17 +27,39 @@ class Interrupt(NamedTuple):
 INTERRUPT = Interrupt()
 
 
+class OpenLoop(NamedTuple):
+    """What the open-loop workload offers: requests from outside, each with a deadline."""
+
+    #: Gets per request, all on one lease.
+    calls: int = 2
+    #: Seconds from a request's arrival until its answer is worthless.
+    deadline: float = 0.1
+    #: Requests per second, or ``None``: the *loads* below.
+    rate: float | None = None
+    #: Offered rates as fractions of the capacity measured first.
+    loads: tuple[float, ...] = (0.5, 0.9, 1.5)
+    size: int = 10
+    #: Requests in flight, each a new greenlet, while capacity is measured:
+    #: enough to keep every connection busy, few enough to queue little.
+    concurrency: int = 20
+    seed: int = 14
+
+
 class Scale(NamedTuple):
     name: str
-    #: Seconds each throughput run warms up before it is measured.
+    #: Seconds each throughput or open-loop run warms up before it is measured.
     warmup: float
-    #: Seconds each throughput run is measured.
+    #: Seconds each throughput or open-loop run is measured.
     duration: float
     #: Leases per timed loop of the lease overhead, and loops (best one wins).
     lease_loops: int
     lease_repeats: int
     #: Leases in the interruption run.
     leases: int
+    #: Each variant's workload in a fresh child process, point by point, so
+    #: that the variants compared run close in time and from a clean start;
+    #: otherwise one child per variant and phase, which only saves time.
+    fresh_children: bool = True
 
 
 QUICK = Scale("quick", warmup=0.3, duration=1.5, lease_loops=20000, lease_repeats=5,
@@ -42,6 +67,6 @@ QUICK = Scale("quick", warmup=0.3, duration=1.5, lease_loops=20000, lease_repeat
 FULL = Scale("full", warmup=1.0, duration=5.0, lease_loops=100000, lease_repeats=7,
              leases=5000)
 #: For the test suite: every code path, a few seconds in all.
-SMOKE = Scale("smoke", warmup=0.1, duration=0.3, lease_loops=2000, lease_repeats=2,
-              leases=200)
+SMOKE = Scale("smoke", warmup=0.05, duration=0.15, lease_loops=2000, lease_repeats=2,
+              leases=200, fresh_children=False)
 PROFILES = {scale.name: scale for scale in (QUICK, FULL, SMOKE)}

@@ -2,7 +2,8 @@
 
 import contextlib
 import logging
-from typing import Any, Dict, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import happybase
 
@@ -18,8 +19,8 @@ logger = logging.getLogger("green_happybase.bench")
 class Target:
     """Where the workloads connect, and the table they read."""
 
-    def __init__(self, host: str, port: int, options: Dict[str, Any], table: str,
-                 server: Optional[HBaseServer]) -> None:
+    def __init__(self, host: str, port: int, options: dict[str, Any], table: str,
+                 server: HBaseServer | None) -> None:
         self.host = host
         self.port = port
         #: ``happybase.Connection`` keyword arguments every variant uses.
@@ -44,7 +45,7 @@ class Target:
 
 
 @contextlib.contextmanager
-def open_target(host: Optional[str], port: int, transport: str,
+def open_target(host: str | None, port: int, transport: str,
                 protocol: str) -> Iterator[Target]:
     """Yield a :class:`Target` with a freshly loaded table.
 
@@ -73,7 +74,7 @@ def open_target(host: Optional[str], port: int, transport: str,
         yield Target(host, port, options, table, server)
 
 
-def _drop(host: str, port: int, options: Dict[str, Any], table: str, warn: bool) -> None:
+def _drop(host: str, port: int, options: dict[str, Any], table: str, warn: bool) -> None:
     """Remove *table*; on failure log a warning if *warn*, else quietly.
 
     An embedded server that has gone (Ctrl-C reaches it too) took the table

@@ -10,14 +10,15 @@ import random
 import statistics
 from array import array
 from time import perf_counter, process_time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import gevent
 import gevent.event
+import happybase
 
 from . import dataset
 
-__all__ = ["interrupted", "lease_overhead", "throughput"]
+__all__ = ["capacity", "interrupted", "lease_overhead", "open_loop", "throughput"]
 
 #: A run stops early after this many failed calls.
 _MAX_ERRORS = 100
@@ -26,7 +27,7 @@ _GRACE = 30.0
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def _rss() -> Optional[int]:
+def _rss() -> int | None:
     """This process's resident memory in bytes, or ``None`` where unknown."""
     try:
         with open("/proc/self/statm") as statm:
@@ -35,12 +36,12 @@ def _rss() -> Optional[int]:
         return None
 
 
-def _percentile(ordered: Any, fraction: float) -> float:
+def _percentile(ordered: list[float], fraction: float) -> float:
     """Nearest-rank percentile of the sorted sequence *ordered*."""
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def lease_overhead(client: Any, table: str, loops: int, repeats: int) -> Dict[str, Any]:
+def lease_overhead(client: Any, table: str, loops: int, repeats: int) -> dict[str, Any]:
     """Microseconds per uncontended acquire+release of an open connection.
 
     The best of *repeats* runs of *loops* leases each: noise only ever adds.
@@ -65,7 +66,7 @@ class _Tally:
         self.ops = 0
         self.wrong = 0
         self.errors = 0
-        self.first_error: Optional[str] = None
+        self.first_error: str | None = None
         self.waiting = 0  # greenlets waiting for a lease right now
         self.measuring = False
         self.stop = False
@@ -81,7 +82,7 @@ class _Tally:
 
 
 def throughput(client: Any, table: str, greenlets: int, warmup: float,
-               duration: float) -> Dict[str, Any]:
+               duration: float) -> dict[str, Any]:
     """Single-row gets from *greenlets* greenlets looping for *duration* s.
 
     Reports ops/s and client CPU microseconds per call over the measured
@@ -95,7 +96,7 @@ def throughput(client: Any, table: str, greenlets: int, warmup: float,
     pick = random.random
     waits = array("d")
     # When each greenlet began waiting for its current lease, or None.
-    asked_at: List[Optional[float]] = [None] * greenlets
+    asked_at: list[float | None] = [None] * greenlets
     start = gevent.event.Event()
     tally = _Tally()
 
@@ -168,7 +169,7 @@ def throughput(client: Any, table: str, greenlets: int, warmup: float,
     return result
 
 
-def _wait_stats(waits: array) -> Dict[str, Any]:
+def _wait_stats(waits: "array[float]") -> dict[str, Any]:
     if not waits:
         return {"samples": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
     ordered = sorted(waits)
@@ -182,7 +183,7 @@ def _wait_stats(waits: array) -> Dict[str, Any]:
 
 
 def interrupted(client: Any, table: str, leases: int, greenlets: int,
-                fraction: float, seed: int, time_limit: float) -> Dict[str, Any]:
+                fraction: float, seed: int, time_limit: float) -> dict[str, Any]:
     """*leases* leases of one get each, a *fraction* of them cut mid-call.
 
     A cut call runs under a ``gevent.Timeout`` shorter than the call's usual
@@ -245,3 +246,217 @@ def interrupted(client: Any, table: str, leases: int, greenlets: int,
         "first_error": tally.first_error,
         "call_ms": call * 1e3,
     }
+
+
+# How a request of the open-loop workload ended.
+SERVED = "served"
+#: The pool refused it at once (its message says "shed").
+SHED = "shed"
+#: No connection before its deadline, or its deadline passed before it began.
+TIMED_OUT = "timed_out"
+#: An error other than a refused lease.
+FAILED = "failed"
+#: Still waiting when the run ended, and killed; reported within timed_out.
+UNFINISHED = "unfinished"
+
+
+class _Requests:
+    """Requests of *calls* gets each on one lease, each in a new greenlet.
+
+    A request counts when it arrived within :attr:`window`; it then ends up
+    in exactly one of the outcomes above. Latency runs from the request's
+    arrival to its last answer.
+    """
+
+    def __init__(self, client: Any, table: str, calls: int, deadline: float) -> None:
+        self.keys, self.values = dataset.pairs()
+        self._client = client
+        self._table = table
+        self._calls = calls
+        self._deadline = deadline
+        #: Arrivals counted: ``start <= arrival < end``.
+        self.window = (math.inf, math.inf)
+        self.counts = dict.fromkeys((SERVED, SHED, TIMED_OUT, FAILED, UNFINISHED), 0)
+        self.offered = 0
+        self.good = 0  # served within the deadline
+        self.latencies = array("d")
+        self.calls_done = 0  # while measuring, in any request
+        self.tally = _Tally()
+        self.live: set[Any] = set()
+        self._n = 0
+        self._pending = 0  # counted requests not over yet
+        self._closed = False  # no more arrivals
+        #: Set once every counted request is over.
+        self.drained = gevent.event.Event()
+
+    def spawn(self, arrival: float) -> Any:
+        """Start a request that arrived at *arrival*; return its greenlet."""
+        counted = self.window[0] <= arrival < self.window[1]
+        if counted:
+            self.offered += 1
+            self._pending += 1
+        self._n += 1
+        worker = gevent.spawn(self._request, self._n, arrival, counted)
+        self.live.add(worker)
+        return worker
+
+    def _request(self, n: int, arrival: float, counted: bool) -> None:
+        outcome = UNFINISHED
+        try:
+            outcome = self._attempt(n, arrival)
+        except Exception as error:
+            outcome = FAILED
+            self.tally.failed(error)
+        finally:
+            # Never yields: a kill at the end of the run finds this consistent.
+            self.live.discard(gevent.getcurrent())
+            if counted:
+                self._count(outcome, perf_counter() - arrival)
+
+    def _attempt(self, n: int, arrival: float) -> str:
+        remaining = arrival + self._deadline - perf_counter()
+        if remaining <= 0:
+            return TIMED_OUT  # its client gave up before the hub got to it
+        lease = self._client.leaser(n)
+        keys, values, n_keys = self.keys, self.values, len(self.keys)
+        pick = random.random
+        try:
+            with (lease(remaining) if self._client.lease_timeout else lease()) as conn:
+                table = conn.table(self._table)
+                for _ in range(self._calls):
+                    j = int(pick() * n_keys)
+                    row = table.row(keys[j])
+                    if self.tally.measuring:
+                        self.calls_done += 1
+                    if row.get(dataset.COLUMN) != values[j]:
+                        self.tally.wrong += 1
+        except happybase.NoConnectionsAvailable as refused:
+            return SHED if "shed" in str(refused).lower() else TIMED_OUT
+        return SERVED
+
+    def _count(self, outcome: str, latency: float) -> None:
+        self.counts[outcome] += 1
+        if outcome == SERVED:
+            self.latencies.append(latency)
+            if latency <= self._deadline:
+                self.good += 1
+        self._pending -= 1
+        if self._closed and not self._pending:
+            self.drained.set()
+
+    def arrive(self, rate: float, rnd: random.Random, until: float) -> None:
+        """Poisson arrivals at *rate* per second until *until*.
+
+        Requests start at their scheduled times, not when the hub gets round
+        to them: a busy hub delays a request, and the delay is in its latency.
+        """
+        at = perf_counter()
+        while not self.tally.stop and at < until:
+            now = perf_counter()
+            while at <= now:
+                self.spawn(at)
+                at += rnd.expovariate(rate)
+            gevent.sleep(at - now)
+        self._closed = True
+        if not self._pending:
+            self.drained.set()
+
+    def finish(self) -> None:
+        """Kill the requests still running; the counted ones end up unfinished."""
+        gevent.killall(list(self.live), timeout=_GRACE)
+        if self.live:
+            self.tally.errors += len(self.live)
+            self.tally.first_error = self.tally.first_error or \
+                "%d requests did not stop" % len(self.live)
+
+    def figures(self, duration: float, cpu: float) -> dict[str, Any]:
+        """The counted requests' figures; *cpu*: client CPU seconds in the window."""
+        counts = self.counts
+        served = counts[SERVED]
+        ordered = sorted(self.latencies)
+        result = {
+            "offered": self.offered,
+            "served": served,
+            "good": self.good,
+            "late": served - self.good,
+            "shed": counts[SHED],
+            "timed_out": counts[TIMED_OUT] + counts[UNFINISHED],
+            "unfinished": counts[UNFINISHED],
+            "failed": counts[FAILED],
+            "wrong": self.tally.wrong,
+            "errors": self.tally.errors,
+            "first_error": self.tally.first_error,
+            "calls": self.calls_done,
+            "seconds": duration,
+            "offered_s": self.offered / duration,
+            "served_s": served / duration,
+            "goodput_s": self.good / duration,
+            "cpu_us": cpu / self.calls_done * 1e6 if self.calls_done else None,
+        }
+        for key, fraction in (("p50_ms", 0.5), ("p99_ms", 0.99), ("p999_ms", 0.999)):
+            result[key] = _percentile(ordered, fraction) * 1e3 if ordered else None
+        return result
+
+
+def _window(requests: _Requests, warmup: float, duration: float) -> float:
+    """Count the requests arriving after *warmup* for *duration*; return its end."""
+    start = perf_counter() + warmup
+    requests.window = (start, start + duration)
+    return start + duration
+
+
+def _measure(requests: _Requests) -> float:
+    """Wait out the counting window; return the client CPU seconds spent in it."""
+    start, end = requests.window
+    gevent.sleep(max(0.0, start - perf_counter()))
+    cpu0 = process_time()
+    requests.tally.measuring = True
+    gevent.sleep(max(0.0, end - perf_counter()))
+    requests.tally.measuring = False
+    return process_time() - cpu0
+
+
+def open_loop(client: Any, table: str, rate: float, calls: int, deadline: float,
+              warmup: float, duration: float, seed: int, time_limit: float) -> dict[str, Any]:
+    """Requests arriving at random (Poisson) at *rate* per second.
+
+    Each request is a new greenlet that leases a connection, with its
+    remaining *deadline* as the lease timeout where the client takes one,
+    and makes *calls* gets. Arrivals go on for one *deadline* after the
+    measured window, as long as a request that arrived within it can still
+    be on time; then the run waits for those requests, at most *time_limit*
+    seconds from the start, and kills the rest.
+    """
+    requests = _Requests(client, table, calls, deadline)
+    started = perf_counter()
+    end = _window(requests, warmup, duration)
+    arrivals = gevent.spawn(requests.arrive, rate, random.Random(seed), end + deadline)
+    cpu = _measure(requests)
+    requests.drained.wait(max(0.0, started + time_limit - perf_counter()))
+    arrivals.kill()
+    requests.finish()
+    return dict(requests.figures(duration, cpu), rate=rate)
+
+
+def capacity(client: Any, table: str, concurrency: int, calls: int, deadline: float,
+             warmup: float, duration: float) -> dict[str, Any]:
+    """Requests served per second with *concurrency* requests always in flight.
+
+    The requests are those of :func:`open_loop`, each a new greenlet; a new
+    one starts as soon as one is over.
+    """
+    requests = _Requests(client, table, calls, deadline)
+    end = _window(requests, warmup, duration)
+
+    def slot() -> None:
+        while not requests.tally.stop and perf_counter() < end:
+            requests.spawn(perf_counter()).join()
+
+    slots = [gevent.spawn(slot) for _ in range(concurrency)]
+    cpu = _measure(requests)
+    gevent.joinall(slots, timeout=_GRACE)
+    gevent.killall(slots, timeout=_GRACE)
+    requests.finish()
+    result = requests.figures(duration, cpu)
+    return dict(result, concurrency=concurrency, requests_s=result["served_s"],
+                calls_s=result["calls"] / duration)
