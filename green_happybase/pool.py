@@ -70,12 +70,11 @@ class _Lease:
     greenlet, so one object can serve every greenlet and nesting level.
     """
 
-    __slots__ = ("_pool", "_timeout", "_block")
+    __slots__ = ("_pool", "_timeout")
 
-    def __init__(self, pool: "ConnectionPool", timeout: Optional[float], block: bool) -> None:
+    def __init__(self, pool: "ConnectionPool", timeout: Optional[float]) -> None:
         self._pool = pool
         self._timeout = timeout
-        self._block = block
 
     def __enter__(self) -> GreenConnection:
         pool = self._pool
@@ -86,7 +85,7 @@ class _Lease:
         if conn is not None:
             conn._depth += 1
             return conn
-        return pool._take(me, self._timeout, self._block)
+        return pool._take(me, self._timeout)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._pool._release(_getcurrent())
@@ -97,9 +96,9 @@ class _PrefixedLease(_Lease):
 
     __slots__ = ("_prefix",)
 
-    def __init__(self, pool: "ConnectionPool", timeout: Optional[float], block: bool,
+    def __init__(self, pool: "ConnectionPool", timeout: Optional[float],
                  prefix: Optional[bytes]) -> None:
-        super().__init__(pool, timeout, block)
+        super().__init__(pool, timeout)
         self._prefix = prefix
 
     def __enter__(self) -> GreenConnection:
@@ -186,13 +185,14 @@ class ConnectionPool:
         self._queue_policy: str = settings.queue
         self._connection_kwargs = settings.connection_kwargs()
         self._hosts = HostList(settings.addresses, settings.retry_interval, settings.retry_max)
-        self._default_lease = _Lease(self, None, True)
+        self._default_lease = _Lease(self, None)
         self._watch_leases = self._leak_timeout is not None or self._on_checkout is not None
         self._thread: Optional[int] = None  # the OS thread whose hub the pool serves
         self._closed = False
         self._epoch = 0  # bumped in a forked child: what is older is the parent's
         self._waiters = WaitQueue(self._pass_on, settings.queue, settings.queue_target,
                                   settings.queue_interval)
+        self._queued = self._waiters.queued  # read on every return: no call
         self._reset()
         self._constructed = False  # the maintainer waits for the constructor
         _live_pools.add(self)
@@ -213,7 +213,10 @@ class ConnectionPool:
 
     def _reset(self) -> None:
         """Start with no connections (at construction, and in a forked child)."""
-        self._idle: Any = _green.LifoQueue()
+        # A plain list as the LIFO stack: nobody ever blocks on it (waiting
+        # is the WaitQueue's job), and list.pop/append cost a tenth of
+        # LifoQueue.get_nowait/put on the lease's hot path.
+        self._idle: List[GreenConnection] = []
         self._leases: Dict[Any, GreenConnection] = {}
         self._connecting: Set[GreenConnection] = set()
         self._drained = _green.Event()  # set when a closed pool has no lease left
@@ -279,13 +282,13 @@ class ConnectionPool:
         if not block:
             timeout = 0
         if table_prefix is _UNSET:
-            return _Lease(self, timeout, True)
+            return _Lease(self, timeout)
         if table_prefix is not None:
             if not isinstance(table_prefix, (str, bytes)):
                 raise TypeError("'table_prefix' must be a string, got %r" % (table_prefix,))
             if isinstance(table_prefix, str):
                 table_prefix = table_prefix.encode("utf-8")
-        return _PrefixedLease(self, timeout, True, table_prefix)
+        return _PrefixedLease(self, timeout, table_prefix)
 
     def table(self, name: Any, timeout: Optional[float] = None, block: bool = True,
               table_prefix: Any = _UNSET) -> _TableLease:
@@ -419,22 +422,26 @@ class ConnectionPool:
 
     # -- the moves -------------------------------------------------------------
 
-    def _take(self, me: Any, timeout: Optional[float], block: bool) -> GreenConnection:
+    def _take(self, me: Any, timeout: Optional[float]) -> GreenConnection:
         """Lease a connection to *me*: idle, newly opened, or handed by a waiter."""
         if self._closed:
             raise PoolClosed("pool %s is closed" % self.name)
         if timeout is None:
             timeout = self._acquire_timeout
-        started = _monotonic()
-        deadline = None if timeout is None else started + timeout
-        # A zero timeout never waits for another greenlet, but a connect it
-        # makes is bounded by connect_timeout alone.
-        connect_deadline = deadline if timeout else None
+        started = 0.0
+        deadline = connect_deadline = None
         while True:
-            while self._n_idle:
-                conn = self._pop_idle()
+            while self._n_idle:  # the warm stack first: no clock needed
+                self._n_idle -= 1
+                conn = self._idle.pop()
                 if self._lease_to(me, conn, timeout):
                     return conn
+            if not started:
+                started = _monotonic()
+                deadline = None if timeout is None else started + timeout
+                # A zero timeout never waits for another greenlet, but a
+                # connect it makes is bounded by connect_timeout alone.
+                connect_deadline = deadline if timeout else None
             if self._n_slots < self.size:
                 self._n_slots += 1
                 item = _SLOT
@@ -472,18 +479,30 @@ class ConnectionPool:
     def _lease_to(self, me: Any, conn: GreenConnection, timeout: Optional[float]) -> bool:
         """Make *conn* the lease of *me* if it passes the checkout checks.
 
-        ``False``: it did not, and it was discarded.
+        ``False``: it did not, and it was discarded. The checks: with
+        ``check=True`` (the default) one ``poll(0)`` (EOF or unread bytes
+        mean the server closed it or it is out of step); a *check* callable
+        also runs when the connection was idle longer than *check_after*, as
+        the lease's holder, so it may make calls.
         """
         self._leases[me] = conn
         conn._owner = me
         conn._depth = 1
         conn._lease_timeout = timeout
-        try:
-            reason = self._unusable(conn)
-        except BaseException:
-            self._unlease(me, conn)
-            self._discard(conn, "check interrupted")
-            raise
+        check = self._check
+        reason = None
+        if check is not False:
+            if conn._poll(0):
+                reason = _NOT_QUIET
+            elif check is not True and _monotonic() - conn._last_used > self._check_after:
+                try:
+                    check(conn)
+                except Exception as error:
+                    reason = "check failed: %s" % error
+                except BaseException:
+                    self._unlease(me, conn)
+                    self._discard(conn, "check interrupted")
+                    raise
         if reason is not None:
             self._unlease(me, conn)
             self._discard(conn, reason, logging.INFO)
@@ -503,20 +522,6 @@ class ConnectionPool:
     def _unlease(self, me: Any, conn: GreenConnection) -> None:
         del self._leases[me]
         conn._owner = None
-
-    def _unusable(self, conn: GreenConnection) -> Optional[str]:
-        """Why a connection about to be leased must not be, or ``None``."""
-        check = self._check
-        if check is False:
-            return None
-        if conn._poll(0):
-            return _NOT_QUIET
-        if check is not True and _monotonic() - conn._last_used > self._check_after:
-            try:
-                check(conn)
-            except Exception as error:
-                return "check failed: %s" % error
-        return None
 
     def _release(self, me: Any) -> None:
         """End the lease of *me* (the outermost one returns the connection)."""
@@ -538,12 +543,16 @@ class ConnectionPool:
             raise interrupted
 
     def _end_lease(self, me: Any, conn: GreenConnection) -> None:
-        self._unlease(me, conn)
-        try:
+        del self._leases[me]
+        conn._owner = None
+        if self._closed:
+            try:
+                self._give_back(conn)
+            finally:
+                if not self._leases:
+                    self._drained.set()
+        else:
             self._give_back(conn)
-        finally:
-            if self._closed and not self._leases:
-                self._drained.set()
 
     def _give_back(self, conn: GreenConnection) -> None:
         """Hand a returned connection to a waiter, stack it, or discard it."""
@@ -561,10 +570,10 @@ class ConnectionPool:
             reason = "max_lifetime"
         else:
             conn._last_used = now
-            if self._waiters and self._waiters.hand_off(conn):
+            if self._queued and self._waiters.hand_off(conn):
                 return
             if self._n_idle < self._max_idle:
-                self._idle.put(conn)
+                self._idle.append(conn)
                 self._n_idle += 1
                 return
             reason = "max_idle"
@@ -579,8 +588,7 @@ class ConnectionPool:
 
     def _pop_idle(self) -> GreenConnection:
         self._n_idle -= 1
-        conn: GreenConnection = self._idle.get_nowait()
-        return conn
+        return self._idle.pop()
 
     def _discard(self, conn: GreenConnection, reason: str, level: int = logging.DEBUG,
                  defer: bool = False) -> Optional[BaseException]:
@@ -610,7 +618,7 @@ class ConnectionPool:
 
     def _release_slot(self) -> None:
         """Free a slot, or hand it to the next waiter to connect with."""
-        if not self._closed and self._waiters and self._waiters.hand_off(_SLOT):
+        if not self._closed and self._queued and self._waiters.hand_off(_SLOT):
             return
         self._n_slots -= 1
 
@@ -789,7 +797,7 @@ class ConnectionPool:
     def _expire_idle(self) -> None:
         """Close expired idle connections, and long-idle ones above *min_size*."""
         now = _monotonic()
-        stack: List[GreenConnection] = self._idle.queue  # oldest first
+        stack = self._idle  # oldest first
         expired = []
         still_open = self._n_open
         for conn in stack:
@@ -855,7 +863,7 @@ class ConnectionPool:
         inherited while they waited wake and retry against the child's pool;
         greenlets that held a lease find their connection gone.
         """
-        inherited: List[Any] = list(self._idle.queue)
+        inherited: List[Any] = list(self._idle)
         inherited += self._leases.values()
         inherited += self._connecting
         inherited += self._waiters.after_fork()

@@ -91,7 +91,10 @@ class WaitQueue:
         self._target = target
         self._interval = interval
         # A dict is an ordered set: oldest first, O(1) removal at once.
+        # ``queued`` is the same dict, for callers to test cheaply; only the
+        # queue changes it, and never replaces it.
         self._queue: Dict[_Waiter, None] = {}
+        self.queued: Dict[Any, None] = self._queue
         self._in_flight: Dict[_Waiter, Any] = {}  # handed an item, not yet running
         self._epoch = 0  # bumped in a forked child: older waiters are the parent's
         self._nonempty_since = 0.0
