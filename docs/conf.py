@@ -1,15 +1,15 @@
-"""Sphinx configuration: ``sphinx-build -W --keep-going -E docs docs/_build``."""
+"""Sphinx configuration: ``.venv/bin/sphinx-build -W --keep-going -E docs docs/_build``."""
 import os
 import sys
 
 # The package is importable from a checkout even without an install.
 sys.path.insert(0, os.path.abspath(".."))
 
-import green_happybase  # noqa: E402
+import green_happybase
 
 project = "green_happybase"
-author = "green_happybase contributors"
-copyright = "green_happybase contributors"
+author = "the green_happybase developers"
+copyright = "2026, the green_happybase developers"
 release = version = green_happybase.__version__
 
 extensions = ["sphinx.ext.autodoc"]

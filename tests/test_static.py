@@ -1,4 +1,7 @@
-"""Static checks: the docs build without warnings, mypy is clean, the README is plain reST."""
+"""Static checks: Sphinx builds without warnings, ruff and mypy are clean, reST is plain.
+
+ruff and mypy read their settings from ``pyproject.toml``.
+"""
 
 import importlib.util
 import subprocess
@@ -35,18 +38,29 @@ def test_sphinx_docs_build_without_warnings(tmp_path):
         assert 'id="%s"' % name in api, name
 
 
+@needs("ruff")
+def test_ruff_is_clean_on_the_package_tests_examples_and_docs():
+    code, output = run(["ruff", "check", "--no-cache", "green_happybase", "tests", "examples",
+                        "docs", "setup.py"], timeout=120)
+    assert code == 0, output
+
+
 @needs("mypy")
-def test_mypy_is_clean_on_the_package_and_examples(tmp_path):
+def test_mypy_strict_is_clean_on_the_package_and_examples(tmp_path):
     code, output = run(["mypy", "--cache-dir", tmp_path / "mypy", "green_happybase",
                         "examples/crawler.py", "examples/locustfile.py",
-                        "examples/gunicorn/app.py"], timeout=240)
+                        "examples/gunicorn/app.py", "examples/gunicorn/gunicorn.conf.py"],
+                       timeout=240)
     assert code == 0, output
 
 
 @needs("docutils")
-@pytest.mark.parametrize("path", ["README.rst"])
+@pytest.mark.parametrize("path", ["README.rst", "CHANGELOG.rst"])
 def test_readme_is_plain_rest_that_pypi_can_render(path):
-    """PyPI renders the README with docutils alone: no Sphinx roles or directives."""
+    """PyPI renders the README with docutils alone: no Sphinx roles or directives.
+
+    The changelog keeps to the same rule, so that it can join the README.
+    """
     from docutils.core import publish_doctree
     from docutils.utils import SystemMessage
 
