@@ -34,6 +34,11 @@ from Hbase_thrift import Hbase  # type: ignore[import-not-found]  # noqa: E402  
 __all__ = ["GreenConnection"]
 
 _POLL_FLAGS = select.POLLIN | select.POLLPRI
+#: Calls that open a scanner (and return its id), and the one that closes it.
+_SCANNER_OPENS = frozenset(["scannerOpen", "scannerOpenTs", "scannerOpenWithStop",
+                            "scannerOpenWithStopTs", "scannerOpenWithPrefix",
+                            "scannerOpenWithScan"])
+_SCANNER_CALLS = _SCANNER_OPENS | {"scannerClose"}
 _MAX_SEQID = 0x7FFFFFFF
 
 
@@ -105,7 +110,19 @@ class _CheckedClient(TClient):
             # wire, so continue on a fresh socket, or fail if the pool is closed.
             connection._pool._renew(connection)
             return connection.client._req(_api, *args, **kwargs)
+        if _api in _SCANNER_CALLS:
+            return self._scanner_call(_api, *args, **kwargs)
         return super()._req(_api, *args, **kwargs)
+
+    def _scanner_call(self, _api: str, *args: Any, **kwargs: Any) -> Any:
+        """Keep the ids of the scanners this connection has open."""
+        scanners = self._connection._scanners
+        if _api == "scannerClose":
+            scanners.discard(args[0] if args else kwargs.get("id"))
+            return super()._req(_api, *args, **kwargs)
+        scanner_id = super()._req(_api, *args, **kwargs)
+        scanners.add(scanner_id)
+        return scanner_id
 
     def _send(self, _api: str, **kwargs: Any) -> None:
         self._seqid = self._seqid % _MAX_SEQID + 1
@@ -172,6 +189,7 @@ class GreenConnection(happybase.Connection):
         self._lease_timeout: Optional[float] = None  # the holder's acquire timeout
         self._created = self._last_used = self._expires = self._leased_at = 0.0
         self._leak_warned = False
+        self._scanners: set = set()  # ids of the scanners opened and not closed
         super().__init__(host=host, port=port, autoconnect=False, **kwargs)
 
     @property

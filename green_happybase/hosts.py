@@ -99,12 +99,26 @@ class HostList:
     together do not all open their first connection to the same one.
     """
 
-    def __init__(self, addresses: Sequence[Tuple[str, int]],
-                 retry_interval: float, retry_max: float) -> None:
-        self.hosts = [Host(host, port) for host, port in addresses]
+    def __init__(self, addresses: Any, retry_interval: float, retry_max: float,
+                 default_port: int) -> None:
+        #: A callable that names the servers anew at each connect, or None.
+        self._source = addresses if callable(addresses) else None
+        self._default_port = default_port
+        self.hosts: List[Host] = []
+        self._update(addresses() if self._source else addresses)
         self._next = random.randrange(len(self.hosts))
         self._retry_interval = retry_interval
         self._retry_max = retry_max
+
+    def refresh(self) -> None:
+        """Ask the *hosts* callable again; servers still named keep their state."""
+        if self._source is not None:
+            self._update(self._source())
+
+    def _update(self, addresses: Any) -> None:
+        parsed = parse_hosts(addresses, self._default_port)
+        known = {(h.host, h.port): h for h in self.hosts}
+        self.hosts = [known.get(address) or Host(*address) for address in parsed]
 
     def candidates(self, now: float) -> Tuple[List[Host], List[Host]]:
         """The servers to try in order, and those backing off.
@@ -113,7 +127,7 @@ class HostList:
         connections over the servers.
         """
         count = len(self.hosts)
-        start = self._next
+        start = self._next % count
         self._next = (start + 1) % count
         ready: List[Host] = []
         waiting: List[Host] = []

@@ -16,7 +16,7 @@ from happybase.connection import COMPAT_MODES, THRIFT_PROTOCOLS, THRIFT_TRANSPOR
 
 from .hosts import parse_hosts
 
-__all__ = ["OPTIONS", "Option", "Settings", "resolve", "options_doc"]
+__all__ = ["OPTIONS", "Option", "Settings", "check_seconds", "options_doc", "resolve"]
 
 logger = logging.getLogger("green_happybase")
 
@@ -53,7 +53,7 @@ def _count(minimum: int) -> Callable[[str, Any], int]:
     return check
 
 
-def _seconds(name: str, value: Any) -> float:
+def check_seconds(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError("%r must be a number of seconds, got %r" % (name, value))
     if not math.isfinite(value) or value < 0:
@@ -62,7 +62,7 @@ def _seconds(name: str, value: Any) -> float:
 
 
 def _positive_seconds(name: str, value: Any) -> float:
-    value = _seconds(name, value)
+    value = check_seconds(name, value)
     if value == 0:
         raise ValueError("%r must be more than 0 seconds, got %r" % (name, value))
     return value
@@ -128,8 +128,13 @@ def _port(name: str, value: Any) -> int:
     return int(value)
 
 
-def _hosts(name: str, value: Any) -> List[Tuple[str, int]]:
-    return parse_hosts(value, DEFAULT_PORT)
+def _hosts(name: str, value: Any) -> Any:
+    # A callable is asked again at each new connection (service discovery).
+    return value if callable(value) else parse_hosts(value, DEFAULT_PORT)
+
+
+def _prefix(name: str, value: Any) -> Any:
+    return value if callable(value) else _bytes_text(name, value)
 
 
 # -- parsers of URL text ---------------------------------------------------------
@@ -210,13 +215,13 @@ _TABLE = [
     Option("max_idle", None, _optional(_count(0)), _url_optional(_url_int),
            "the most idle connections kept; one returned beyond it is closed "
            "(default: *size*; at least *min_size*)"),
-    Option("idle_timeout", 50.0, _optional(_seconds), _url_optional(_url_number),
+    Option("idle_timeout", 50.0, _optional(check_seconds), _url_optional(_url_number),
            "seconds after which an idle connection above *min_size* is closed; "
            "below HBase's 60 s idle cut (default 50; ``None``: never)"),
-    Option("max_lifetime", 3600.0, _optional(_seconds), _url_optional(_url_number),
+    Option("max_lifetime", 3600.0, _optional(check_seconds), _url_optional(_url_number),
            "seconds after which a connection is closed when next returned or "
            "while idle, less a random 0-10 % (default 3600; ``None``: never)"),
-    Option("acquire_timeout", None, _optional(_seconds), _url_optional(_url_number),
+    Option("acquire_timeout", None, _optional(check_seconds), _url_optional(_url_number),
            "default seconds :meth:`connection` waits for a connection, both for "
            "a free slot and for connecting (default ``None``: no limit)"),
     Option("connect_timeout", 10.0, _optional(_positive_seconds),
@@ -245,7 +250,9 @@ _TABLE = [
     Option("hosts", None, _optional(_hosts), None,
            "several Thrift servers, ``['a:9090', '[::1]:9091', ('c', 9090)]``, "
            "instead of *host*/*port*; new connections go round-robin from a "
-           "random start, skipping servers that back off", _ADDRESS),
+           "random start, skipping servers that back off. A callable returning "
+           "such a list is asked at each new connection (service discovery)",
+           _ADDRESS),
     Option("retry_interval", 0.5, _positive_seconds, _url_number,
            "seconds before a server that failed to connect is tried again, "
            "doubling with jitter; also the fastest pace of refills (default 0.5)"),
@@ -256,9 +263,9 @@ _TABLE = [
            "whose socket shows EOF or unread bytes, no round trip; ``False``: "
            "none; a callable ``check(conn)``: that check too, and the callable "
            "for connections idle longer than *check_after*"),
-    Option("check_after", 5.0, _seconds, _url_number,
+    Option("check_after", 5.0, check_seconds, _url_number,
            "idle seconds before a *check* callable is called (default 5)"),
-    Option("leak_timeout", None, _optional(_seconds), _url_optional(_url_number),
+    Option("leak_timeout", None, _optional(check_seconds), _url_optional(_url_number),
            "seconds a lease may be held before one warning with the holder's "
            "stack is logged (default ``None``: never)"),
     Option("name", None, _optional(_text), _url_text,
@@ -271,6 +278,28 @@ _TABLE = [
            "``on_checkin(conn)`` when a lease ends", _CALLABLE),
     Option("on_discard", None, _optional(_callable), None,
            "``on_discard(conn, reason)`` after a connection was closed", _CALLABLE),
+    Option("keepalive", 30.0, _optional(_positive_seconds), _url_optional(_url_number),
+           "seconds an idle connection may go unused before the maintainer "
+           "sends it one cheap round trip, so that connections kept by "
+           "*min_size* survive the gateway's 60 s idle cut; one that fails is "
+           "replaced in the background (default 30; ``None``: never)"),
+    Option("gateway_idle_timeout", 60.0, _optional(_positive_seconds),
+           _url_optional(_url_number),
+           "the gateway's idle cut (``hbase.thrift.server.socket.read.timeout``) "
+           "in seconds: a lease whose connection makes no call for that long "
+           "logs one warning, since the gateway has cut it (default 60; "
+           "``None``: no warning)"),
+    Option("scanner_cleanup", True, _flag, _url_bool,
+           "close the scanners a lease opened and left open when it ends "
+           "(default ``True``)"),
+    Option("reconnect_timeout", 300.0, _positive_seconds, _url_number,
+           "seconds without reaching any server after which *reconnect_failed* "
+           "is called (default 300)"),
+    Option("reconnect_failed", None, _optional(_callable), None,
+           "``reconnect_failed(pool)``, called once when no server could be "
+           "reached for *reconnect_timeout* seconds (e.g. to exit the worker "
+           "and let its supervisor restart it); again only after a success",
+           _CALLABLE),
     # happybase.Connection's options, with happybase's meaning.
     Option("host", None, _optional(_text), None,
            "the Thrift server's host name (default ``localhost``)", _ADDRESS),
@@ -285,8 +314,9 @@ _TABLE = [
            "``binary`` or ``compact``, as the gateway serves (default binary)"),
     Option("compat", "0.98", _one_of(sorted(COMPAT_MODES)), _url_text,
            "HBase compatibility mode, as in happybase (default 0.98)"),
-    Option("table_prefix", None, _optional(_bytes_text), _url_optional(_url_text),
-           "prefix of every table name, as in happybase"),
+    Option("table_prefix", None, _optional(_prefix), _url_optional(_url_text),
+           "prefix of every table name, as in happybase; a callable returning "
+           "it is asked at each new connection"),
     Option("table_prefix_separator", b"_", _bytes_text, _url_text,
            "separator after *table_prefix* (default ``_``)"),
 ]

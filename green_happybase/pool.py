@@ -37,7 +37,7 @@ from . import _green
 from .connection import GreenConnection
 from .errors import ConnectDeadline, ConnectionFailed, PoolClosed, PoolError, PoolExhausted
 from .hosts import HostList
-from .options import DEFAULT_PORT, options_doc, resolve
+from .options import DEFAULT_PORT, check_seconds, options_doc, resolve
 from .urls import parse_url
 from .waiters import CLOSED, FORKED, TIMED_OUT, Signal, WaitQueue
 
@@ -51,6 +51,7 @@ _monotonic = time.monotonic
 _UNSET: Any = object()
 _SLOT: Any = object()  # a free slot, handed to a waiter to connect with
 _NOT_QUIET = "socket shows EOF or unread bytes"
+_SCANNER_CLEANUP_SECONDS = 1.0
 
 #: Upper bounds, in seconds, of the lease wait histogram in :meth:`stats`.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
@@ -183,8 +184,15 @@ class ConnectionPool:
         self._on_checkin = settings.on_checkin
         self._on_discard = settings.on_discard
         self._queue_policy: str = settings.queue
+        self._keepalive: Optional[float] = settings.keepalive
+        self._gateway_idle_timeout: Optional[float] = settings.gateway_idle_timeout
+        self._scanner_cleanup: bool = settings.scanner_cleanup
+        self._reconnect_timeout: float = settings.reconnect_timeout
+        self._reconnect_failed = settings.reconnect_failed
+        self._max_idle_follows_size = options.get("max_idle") is None
         self._connection_kwargs = settings.connection_kwargs()
-        self._hosts = HostList(settings.addresses, settings.retry_interval, settings.retry_max)
+        self._hosts = HostList(settings.addresses, settings.retry_interval, settings.retry_max,
+                               DEFAULT_PORT)
         self._default_lease = _Lease(self, None)
         self._watch_leases = self._leak_timeout is not None or self._on_checkout is not None
         self._thread: Optional[int] = None  # the OS thread whose hub the pool serves
@@ -231,6 +239,11 @@ class ConnectionPool:
         self._exhausted_total = 0
         self._discarded_total = 0
         self._connect_errors_total = 0
+        self._scanners_closed_total = 0
+        self._keepalive_total = 0
+        self._unreachable_since: Optional[float] = None  # every connect failing since
+        self._reconnect_failed_called = False
+        self._quiet_leases: Dict[GreenConnection, Any] = {}  # (holder, seqid, since)
         self._wait_counts = [0] * len(WAIT_BUCKETS)
         self._wait_sum = 0.0
         for host in self._hosts.hosts:
@@ -273,10 +286,7 @@ class ConnectionPool:
         if timeout is None and block is True and table_prefix is _UNSET:
             return self._default_lease
         if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError("'timeout' must be a number of seconds, got %r" % (timeout,))
-            if not timeout >= 0:
-                raise ValueError("'timeout' must be seconds >= 0, got %r" % (timeout,))
+            check_seconds("timeout", timeout)
         if not isinstance(block, bool):
             raise TypeError("'block' must be True or False, got %r" % (block,))
         if not block:
@@ -321,6 +331,9 @@ class ConnectionPool:
         ``shed_total``                waiters shed by the adaptive queue
         ``discarded_total``           connections closed by the pool
         ``connect_errors_total``      failed connects
+        ``scanners_closed_total``     scanners a lease left open, closed by the
+                                      pool when the lease ended
+        ``keepalive_total``           keepalive round trips on idle connections
         ``closed``                    the pool is closed
         ``hosts``                     per ``host:port``: ``open``,
                                       ``connects_total``,
@@ -333,7 +346,8 @@ class ConnectionPool:
 
         .. versionadded:: 0.2
            ``min_size``, ``max_idle``, ``connecting``, ``queue``,
-           ``standing_queue``, ``shed_total``
+           ``standing_queue``, ``shed_total``, ``scanners_closed_total``,
+           ``keepalive_total``
         """
         now = _monotonic()
         waited = list(self._wait_counts)
@@ -360,11 +374,101 @@ class ConnectionPool:
             "shed_total": self._waiters.shed_total,
             "discarded_total": self._discarded_total,
             "connect_errors_total": self._connect_errors_total,
+            "scanners_closed_total": self._scanners_closed_total,
+            "keepalive_total": self._keepalive_total,
             "closed": self._closed,
             "hosts": {h.address: h.stats(now) for h in self._hosts.hosts},
             "wait_histogram": {"le": list(WAIT_BUCKETS), "counts": cumulative,
                                "sum": self._wait_sum, "count": acquired},
         }
+
+    def drain(self) -> None:
+        """Replace every connection gracefully.
+
+        Idle connections are closed now, leased ones when they come back
+        (nothing is interrupted); new leases get fresh connections. For a
+        gateway's rolling restart or a credential change.
+
+        .. versionadded:: 0.2
+        """
+        self._check_thread()
+        for conn in self._open_connections():
+            conn._expires = 0.0  # discarded as "drained" where it is next returned
+        self._close_idle("drained")
+        logger.info("pool %s: drained", self.name)
+
+    def resize(self, size: int, min_size: Optional[int] = None) -> None:
+        """Change the pool's size (and *min_size*) while it runs.
+
+        Growing serves queued waiters at once; shrinking closes idle
+        connections now and leased ones as they come back.
+
+        .. versionadded:: 0.2
+        """
+        self._check_thread()
+        options = {"min_size": self.min_size if min_size is None else min_size}
+        if not self._max_idle_follows_size:
+            options["max_idle"] = min(self._max_idle, size)
+        settings = resolve(size, options)
+        if self._closed:
+            raise PoolClosed("pool %s is closed" % self.name)
+        self.size, self.min_size, self._max_idle = (
+            settings.size, settings.min_size, settings.max_idle)
+        self._next_refill = 0.0
+        while self._n_slots < self.size and self._queued and self._waiters.hand_off(_SLOT):
+            self._n_slots += 1
+        excess = self._n_slots - self.size
+        if excess > 0:
+            while excess and self._n_idle:
+                self._discard(self._pop_idle(), "resized")
+                excess -= 1
+            # The rest are leased or on their way: each closes when returned.
+            for conn in self._open_connections()[:excess]:
+                conn._expires = 0.0
+        logger.info("pool %s: resized to size %d, min_size %d", self.name, self.size,
+                    self.min_size)
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Block until *min_size* connections are open: readiness to take traffic.
+
+        Opens the missing ones in this greenlet (servers backing off are
+        retried as their back-off ends).
+
+        :raises ConnectionFailed: servers failed until *timeout*; it says how
+            many of *min_size* are open and why the rest are not
+        :raises PoolExhausted: *timeout* passed first
+        :raises PoolClosed: the pool is closed
+
+        .. versionadded:: 0.2
+        """
+        self._check_thread()
+        started = _monotonic()
+        deadline = None if timeout is None else started + check_seconds("timeout", timeout)
+        error: Optional[ConnectionFailed] = None
+        while self._n_open < self.min_size:
+            if self._closed:
+                raise PoolClosed("pool %s is closed" % self.name)
+            if deadline is not None and _monotonic() >= deadline:
+                missing = "%d of min_size=%d connections open after %.3f s" % (
+                    self._n_open, self.min_size, _monotonic() - started)
+                if error is not None:
+                    raise ConnectionFailed("pool %s is not ready: %s; last error: %s"
+                                           % (self.name, missing, error)) from error
+                raise self._exhausted(started, "not ready: %s" % missing)
+            if self._n_slots >= self.size:
+                # Other greenlets are connecting in the slots left: let them.
+                _green.sleep(0.01)
+                continue
+            self._n_slots += 1
+            try:
+                self._give_back(self._open(deadline))
+                error = None
+            except ConnectionFailed as failure:
+                error = failure
+                pause = min([h.retry_at for h in self._hosts.hosts]) - _monotonic()
+                if deadline is not None:
+                    pause = min(pause, deadline - _monotonic())
+                _green.sleep(max(0.001, pause))
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Close the pool.
@@ -378,20 +482,15 @@ class ConnectionPool:
         Several greenlets may close at once: all wait for the same leases.
         """
         if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError("'timeout' must be a number of seconds, got %r" % (timeout,))
-            if not timeout >= 0:
-                raise ValueError("'timeout' must be seconds >= 0, got %r" % (timeout,))
-        if self._thread is not None and self._thread != _thread_id():
-            self._bind_thread()
+            check_seconds("timeout", timeout)
+        if self._thread is not None:
+            self._check_thread()
         interrupted: Optional[BaseException] = None
         if not self._closed:
             self._closed = True
             logger.debug("pool %s: closing", self.name)
             self._waiters.wake_all(CLOSED)
-            while self._n_idle:
-                interrupted = self._discard(self._pop_idle(), "pool closed",
-                                            defer=True) or interrupted
+            interrupted = self._close_idle("pool closed")
             for conn in list(self._connecting):
                 conn.close()  # its connect fails; the connecting greenlet frees the slot
             if self._maintainer is not None and not self._maintaining:
@@ -531,6 +630,8 @@ class ConnectionPool:
         if conn._depth > 1:
             conn._depth -= 1
             return
+        if conn._scanners and self._scanner_cleanup:
+            self._close_scanners(conn)
         interrupted = None
         if self._on_checkin is not None:
             interrupted = self._run_hook(self._on_checkin, conn)
@@ -541,6 +642,36 @@ class ConnectionPool:
         self._end_lease(me, conn)
         if interrupted is not None:
             raise interrupted
+
+    def _close_scanners(self, conn: GreenConnection) -> None:
+        """Close the scanners a lease left open, within a second in all.
+
+        Best effort: a failure (or the second running out) discards the
+        connection instead of holding up its caller; HBase then expires the
+        scanners.
+        """
+        if conn._in_call:
+            return  # to be discarded anyway
+        timer = _green.Timeout.start_new(_SCANNER_CLEANUP_SECONDS)
+        try:
+            while conn._scanners:
+                conn.client.scannerClose(next(iter(conn._scanners)))
+                self._scanners_closed_total += 1
+        except Exception as error:
+            logger.debug("pool %s: closing a scanner failed (%s); discarding the "
+                         "connection", self.name, error)
+            conn._in_call = True
+        except BaseException as error:
+            if error is not timer:
+                conn._in_call = True
+                raise
+            logger.debug("pool %s: closing scanners took too long; discarding the "
+                         "connection", self.name)
+            conn._in_call = True
+        finally:
+            timer.close()
+        logger.debug("pool %s: closed scanner(s) left open by a lease on %s",
+                     self.name, conn.address)
 
     def _end_lease(self, me: Any, conn: GreenConnection) -> None:
         del self._leases[me]
@@ -567,7 +698,7 @@ class ConnectionPool:
         elif self._closed:
             reason = "pool closed"
         elif now >= conn._expires:
-            reason = "max_lifetime"
+            reason = "max_lifetime" if conn._expires else "drained"
         else:
             conn._last_used = now
             if self._queued and self._waiters.hand_off(conn):
@@ -627,7 +758,10 @@ class ConnectionPool:
     def _open(self, deadline: Optional[float]) -> GreenConnection:
         """Open a connection in a slot already counted; on failure free the slot."""
         epoch = self._epoch
-        conn = GreenConnection(self, "localhost", DEFAULT_PORT, **self._connection_kwargs)
+        kwargs = self._connection_kwargs
+        if callable(kwargs["table_prefix"]):
+            kwargs = dict(kwargs, table_prefix=self._current_prefix(kwargs["table_prefix"]))
+        conn = GreenConnection(self, "localhost", DEFAULT_PORT, **kwargs)
         self._connecting.add(conn)
         try:
             self._connect(conn, deadline)
@@ -658,6 +792,17 @@ class ConnectionPool:
             self._start_maintainer()
         return conn
 
+    def _current_prefix(self, source: Callable[[], Any]) -> Any:
+        try:
+            prefix = source()
+        except Exception as error:
+            raise ConnectionFailed("pool %s: the table_prefix callable failed: %r"
+                                   % (self.name, error)) from error
+        if prefix is not None and not isinstance(prefix, (str, bytes)):
+            raise ConnectionFailed("pool %s: the table_prefix callable returned %r, not a "
+                                   "string" % (self.name, prefix))
+        return prefix
+
     def _connect(self, conn: GreenConnection, deadline: Optional[float]) -> None:
         """Connect *conn* to the next server that answers.
 
@@ -666,6 +811,11 @@ class ConnectionPool:
         :class:`PoolExhausted` and says nothing about the server.
         """
         now = _monotonic()
+        try:
+            self._hosts.refresh()
+        except Exception as error:
+            raise ConnectionFailed("pool %s: the hosts callable failed: %r"
+                                   % (self.name, error)) from error
         ready, backing_off = self._hosts.candidates(now)
         failures = []
         last_error: Optional[Exception] = None
@@ -697,6 +847,8 @@ class ConnectionPool:
                 if timer is not None:
                     timer.close()
             self._hosts.succeeded(host)
+            self._unreachable_since = None
+            self._reconnect_failed_called = False
             conn._host = host
             host.open += 1
             conn._created = conn._last_used = _monotonic()
@@ -707,6 +859,10 @@ class ConnectionPool:
         for host in backing_off:
             failures.append("%s (backing off, next try in %.2f s)"
                             % (host.address, host.retry_at - now))
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        if self._constructed:
+            self._start_maintainer()  # it watches for reconnect_timeout
         raise ConnectionFailed("pool %s could not connect to %s"
                                % (self.name, "; ".join(failures))) from last_error
 
@@ -736,6 +892,22 @@ class ConnectionPool:
         conn._in_call = False
 
     # -- helpers ---------------------------------------------------------------
+
+    def _close_idle(self, reason: str) -> Optional[BaseException]:
+        """Discard every idle connection; the first hook interruption, if any."""
+        interrupted = None
+        while self._n_idle:
+            interrupted = self._discard(self._pop_idle(), reason, defer=True) or interrupted
+        return interrupted
+
+    def _open_connections(self) -> List[GreenConnection]:
+        """Every open connection: leased first, then handed to waiters, then idle."""
+        handed = [item for item in self._waiters.in_flight() if item is not _SLOT]
+        return list(self._leases.values()) + handed + list(self._idle)
+
+    def _check_thread(self) -> None:
+        if self._thread != _thread_id():
+            self._bind_thread()
 
     def _bind_thread(self) -> None:
         """Tie the pool to this OS thread, or refuse a second one."""
@@ -778,12 +950,15 @@ class ConnectionPool:
         timeouts = [t for t in (self._idle_timeout, self._max_lifetime, self._leak_timeout)
                     if t is not None]
         interval = max(0.01, min([1.0] + [t / 4 for t in timeouts]))
+        if self._keepalive is not None:
+            interval = min(interval, max(0.01, self._keepalive / 4))
         while not self._closed and epoch == self._epoch:
             self._maintaining = True
             try:
                 self._expire_idle()
                 self._refill(epoch)
                 self._warn_leaks()
+                self._watch_reachability()
             except (PoolClosed, _Forked):
                 return
             except Exception:
@@ -840,18 +1015,51 @@ class ConnectionPool:
             self._give_back(conn)
 
     def _warn_leaks(self) -> None:
-        if self._leak_timeout is None:
-            return
+        """Warn once of a lease held past *leak_timeout*, and of one whose
+        connection made no call for longer than the gateway's idle cut."""
         now = _monotonic()
+        cut = self._gateway_idle_timeout
+        quiet = {}
         for holder, conn in list(self._leases.items()):
-            if not conn._leak_warned and now - conn._leased_at > self._leak_timeout:
+            if (self._leak_timeout is not None and not conn._leak_warned
+                    and now - conn._leased_at > self._leak_timeout):
                 conn._leak_warned = True
-                stack = "".join(traceback.format_stack(holder.gr_frame)) \
-                    if getattr(holder, "gr_frame", None) else "(no stack)\n"
                 logger.warning("pool %s: %r has held a connection to %s for %.1f s "
                                "(leak_timeout=%s); it is at:\n%s", self.name, holder,
                                conn.address, now - conn._leased_at, self._leak_timeout,
-                               stack)
+                               _stack(holder))
+            if cut is None:
+                continue
+            # Watched from here, so that the lease's hot path pays nothing:
+            # the client's sequence id moves with every call.
+            seen = self._quiet_leases.get(conn)
+            seqid = conn.client._seqid
+            if seen is None or seen[0] is not holder or seen[1] != seqid:
+                seen = (holder, seqid, now, False)
+            elif not seen[3] and now - seen[2] > cut:
+                logger.warning("pool %s: %r holds a connection to %s that has made no "
+                               "call for %.0f s: the gateway cuts connections idle for "
+                               "%s s (gateway_idle_timeout), so its next call will fail "
+                               "and reconnect; do slow work outside the lease. It is "
+                               "at:\n%s", self.name, holder, conn.address, now - seen[2],
+                               cut, _stack(holder))
+                seen = seen[:3] + (True,)
+            quiet[conn] = seen
+        self._quiet_leases = quiet
+
+    def _watch_reachability(self) -> None:
+        """Call *reconnect_failed* once when no server answered for too long."""
+        since = self._unreachable_since
+        if (since is None or self._reconnect_failed_called
+                or _monotonic() - since < self._reconnect_timeout):
+            return
+        self._reconnect_failed_called = True
+        logger.error("pool %s: no server could be reached for %.0f s", self.name,
+                     _monotonic() - since)
+        if self._reconnect_failed is not None:
+            interrupted = self._run_hook(self._reconnect_failed, self)
+            if interrupted is not None:
+                raise interrupted
 
     # -- fork --------------------------------------------------------------------
 
@@ -879,6 +1087,11 @@ class ConnectionPool:
 
 ConnectionPool.__doc__ = (ConnectionPool.__doc__ or "").replace(
     "{options}", options_doc().replace("\n", "\n    "))
+
+
+def _stack(holder: Any) -> str:
+    frame = getattr(holder, "gr_frame", None)
+    return "".join(traceback.format_stack(frame)) if frame else "(no stack)\n"
 
 
 def _after_fork_in_child() -> None:
