@@ -103,6 +103,10 @@ class _CheckedClient(TClient):
     def _req(self, _api: str, *args: Any, **kwargs: Any) -> Any:
         connection = self._connection
         if connection._owner is not _green.getcurrent():
+            if _api == "scannerClose" and args and args[0] not in connection._scanners:
+                # A scan generator finalised after its lease: the pool closed
+                # its scanner when the lease ended.
+                return None
             raise connection._not_leased()
         if connection._in_call:
             # An earlier call on this lease was interrupted (or the pool

@@ -1,0 +1,255 @@
+"""Operating a pool at run time: scanner cleanup, drain, resize, wait,
+reconnect_failed, callable settings, and the idle-lease warning."""
+
+import logging
+import random
+
+import gevent
+import pytest
+from gevent.event import Event
+
+from green_happybase import ConnectionFailed, PoolExhausted
+from green_happybase.testing import HBaseServer
+from Hbase_thrift import IllegalArgument
+from poolkit import ROWS, ask, balanced, fill_table, make_pool
+
+
+@pytest.fixture
+def pool(hbase_server):
+    pool = make_pool(hbase_server, size=3)
+    fill_table(pool)
+    return pool
+
+
+def scanner_is_closed(pool, scanner_id):
+    with pool.connection() as conn:
+        try:
+            conn.client.scannerGet(scanner_id)
+        except IllegalArgument:
+            return True
+    return False
+
+
+def test_scanner_abandoned_in_a_lease_is_closed_when_it_ends(pool):
+    with pool.connection() as conn:
+        rows = conn.table("t").scan(batch_size=2)
+        next(rows)  # a generator left suspended: its scanner stays open
+        (scanner_id,) = conn._scanners
+    assert pool.stats()["scanners_closed_total"] == 1
+    assert scanner_is_closed(pool, scanner_id)
+    assert balanced(pool)
+    del rows
+
+
+def test_scanner_left_by_an_exception_mid_scan_is_closed(pool):
+    opened = []
+    with pytest.raises(ZeroDivisionError):
+        with pool.connection() as conn:
+            for _ in conn.table("t").scan(batch_size=2):
+                opened.extend(conn._scanners)
+                1 / 0
+    assert opened and all(scanner_is_closed(pool, i) for i in set(opened))
+    assert balanced(pool)
+
+
+def test_scanners_of_nested_leases_close_with_the_outermost(pool):
+    with pool.connection() as outer:
+        with pool.connection() as inner:
+            rows = inner.table("t").scan(batch_size=2)
+            next(rows)
+        assert len(outer._scanners) == 1  # the inner lease's end keeps it
+    assert pool.stats()["scanners_closed_total"] == 1
+    del rows
+
+
+def test_scans_run_to_the_end_leave_nothing_to_close(pool):
+    with pool.connection() as conn:
+        assert len(list(conn.table("t").scan())) == ROWS
+        assert not conn._scanners
+    assert pool.stats()["scanners_closed_total"] == 0
+
+
+def test_drain_replaces_every_connection_under_load(hbase_server):
+    pool = make_pool(hbase_server, size=4)
+    fill_table(pool)
+    wrong = []
+    stop = Event()
+    seen_after_drain = set()
+    drained = Event()
+
+    def worker():
+        while not stop.is_set():
+            after = drained.is_set()
+            with pool.connection() as conn:
+                key = random.randrange(ROWS)
+                if conn.table("t").row(b"row-%d" % key)[b"f:v"] != b"value-%d" % key:
+                    wrong.append(key)
+                if after:
+                    seen_after_drain.add(conn)
+            gevent.sleep(0)
+
+    with pool.connection() as conn:
+        before = {conn}
+    workers = [gevent.spawn(worker) for _ in range(8)]
+    gevent.sleep(0.05)
+    before |= set(pool._leases.values()) | set(pool._idle)
+    pool.drain()
+    drained.set()
+    gevent.sleep(0.1)
+    stop.set()
+    gevent.joinall(workers, timeout=10)
+    assert all(w.successful() for w in workers)
+    assert wrong == []
+    # Leases that began after the drain never got a connection from before.
+    assert seen_after_drain and not (seen_after_drain & before)
+    assert balanced(pool)
+
+
+def test_resize_down_then_up_serves_waiters(hbase_server):
+    pool = make_pool(hbase_server, size=4)
+    fill_table(pool)
+    holders, release = [], Event()
+
+    def hold():
+        with pool.connection():
+            release.wait()
+
+    holders = [gevent.spawn(hold) for _ in range(4)]
+    gevent.sleep(0.01)
+    assert pool.stats()["in_use"] == 4
+    pool.resize(2)
+    release.set()
+    gevent.joinall(holders, timeout=10)
+    assert pool.stats()["open"] <= 2 and pool.size == 2
+    # Up again: greenlets queued at size 2 are served by the new slots.
+    release = Event()
+    holders = [gevent.spawn(hold) for _ in range(2)]
+    gevent.sleep(0.01)
+    waiting = [gevent.spawn(ask, pool, 1) for _ in range(3)]
+    gevent.sleep(0.01)
+    assert pool.stats()["waiting"] == 3
+    pool.resize(5)
+    assert all(w.get(timeout=10) for w in waiting)
+    release.set()
+    gevent.joinall(holders, timeout=10)
+    assert balanced(pool) and pool.stats()["open"] <= 5
+
+
+def test_resize_rejects_bad_sizes(pool):
+    with pytest.raises(ValueError, match="size"):
+        pool.resize(0)
+    with pytest.raises(ValueError, match="min_size"):
+        pool.resize(2, min_size=3)
+
+
+def test_wait_blocks_until_min_size_is_open(hbase_server):
+    pool = make_pool(hbase_server, size=4, min_size=3, autoconnect=False)
+    assert pool.stats()["open"] == 0
+    pool.wait(timeout=10)
+    assert pool.stats()["open"] >= 3
+
+
+def test_wait_against_a_refusing_server_names_what_is_missing(hbase_server):
+    pool = make_pool(hbase_server, size=4, min_size=2, autoconnect=False,
+                     retry_interval=0.01, retry_max=0.05)
+    hbase_server.stop()
+    with pytest.raises(ConnectionFailed, match="0 of min_size=2"):
+        pool.wait(timeout=0.3)
+    hbase_server.start()
+    pool.wait(timeout=10)
+    assert pool.stats()["open"] >= 2
+
+
+def test_reconnect_failed_is_called_once(hbase_server):
+    calls = []
+    called = Event()
+
+    def reconnect_failed(failed_pool):
+        calls.append(failed_pool)
+        called.set()
+
+    pool = make_pool(hbase_server, size=2, autoconnect=False, reconnect_timeout=0.2,
+                     retry_interval=0.01, retry_max=0.02, reconnect_failed=reconnect_failed)
+    hbase_server.stop()
+    with pytest.raises(ConnectionFailed):
+        with pool.connection():
+            pass
+    assert called.wait(timeout=10)
+    # More failures and maintenance rounds: still once.
+    for _ in range(3):
+        with pytest.raises((ConnectionFailed, PoolExhausted)):
+            with pool.connection(timeout=0.05):
+                pass
+        gevent.sleep(0.1)
+    assert calls == [pool]
+    hbase_server.start()
+    with pool.connection() as conn:
+        conn.tables()
+
+
+def test_hosts_callable_is_asked_at_each_new_connection(hbase_server):
+    """Service discovery: the list the callable returns now is where new
+    connections go."""
+    from green_happybase import ConnectionPool
+
+    with HBaseServer() as other:
+        current = [hbase_server.address]
+        pool = ConnectionPool(1, hosts=lambda: list(current), max_idle=0)
+        try:
+            with pool.connection() as conn:
+                assert conn.address == hbase_server.address
+            current[:] = [other.address]
+            with pool.connection() as conn:  # max_idle=0: a new connection
+                assert conn.address == other.address
+                conn.tables()
+            assert other.stats()["accepted"] == 1
+        finally:
+            pool.close()
+
+
+def test_hosts_callable_that_fails_is_a_connection_failure(hbase_server):
+    from green_happybase import ConnectionPool
+
+    answers = [[hbase_server.address]]
+    pool = ConnectionPool(1, hosts=lambda: answers[-1], max_idle=0)
+    try:
+        answers.append(None)
+        with pytest.raises(ConnectionFailed, match="hosts callable"):
+            with pool.connection():
+                pass
+        assert balanced(pool)
+    finally:
+        pool.close()
+
+
+def test_table_prefix_callable_is_asked_at_each_new_connection(hbase_server):
+    from green_happybase import ConnectionPool
+
+    prefixes = iter([b"one", b"two"])
+    pool = ConnectionPool(1, host=hbase_server.host, port=hbase_server.port, max_idle=0,
+                          autoconnect=False, table_prefix=lambda: next(prefixes))
+    try:
+        with pool.connection() as conn:
+            assert conn.table_prefix == b"one"
+        with pool.connection() as conn:  # max_idle=0: a new connection
+            assert conn.table_prefix == b"two"
+    finally:
+        pool.close()
+
+
+def test_a_lease_idle_past_the_gateway_cut_is_warned_of(pool, caplog):
+    from green_happybase import ConnectionPool
+
+    quiet = ConnectionPool(1, host=pool._hosts.hosts[0].host, port=pool._hosts.hosts[0].port,
+                           gateway_idle_timeout=0.05, idle_timeout=0.2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="green_happybase"):
+            with quiet.connection():
+                for _ in range(100):  # bounded: the maintainer runs every 50 ms
+                    gevent.sleep(0.02)
+                    if "has made no call" in caplog.text:
+                        break
+        assert "has made no call" in caplog.text
+        assert caplog.text.count("has made no call") == 1
+    finally:
+        quiet.close()
