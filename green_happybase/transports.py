@@ -101,7 +101,19 @@ def offload(func: Callable[..., Any], *args: Any) -> Any:
     For GSSAPI calls: C code that may block on the KDC and hold the GIL.
     An interrupted wait leaves the call to finish in its thread.
     """
-    return _green.get_hub().threadpool.apply(func, args)
+    ok, value = _green.get_hub().threadpool.apply(_capture, (func, args))
+    if ok:
+        return value
+    raise value
+
+
+def _capture(func: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
+    # Returned, not raised: gevent's pool would print an error the caller
+    # handles (a refused ticket) as if it were a crash.
+    try:
+        return True, func(*args)
+    except Exception as error:
+        return False, error
 
 
 def recv_exact(sock: Any, size: int, what: str, *, eof_ok: bool = False) -> bytes:

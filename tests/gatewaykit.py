@@ -125,8 +125,26 @@ def client(channel: Any) -> Any:
     return TClient(Hbase, TCyBinaryProtocol(channel.transport, decode_response=False))
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def sockets_to(port: int) -> int:
+    """Sockets this process has open to *port* on loopback (client side): a
+    connect that failed or was interrupted must leave none."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                    count += 1
+    return count
 
 
 def wait_for(event: Event, what: str) -> None:

@@ -318,7 +318,8 @@ def sasl_accept(sock: Any, auth: ServerAuth, *, stats: dict[str, Any] | None = N
             raise
         # Most likely a client without auth= sending Thrift straight away.
         _refuse(sock, peer, "SASL", SASL_ERROR,
-                "expected SASL negotiation (%s); configure the client's auth=" % (error,), stats)
+                "expected SASL negotiation (%s); configure the client's auth="
+                % (error.message,), stats)
     if status != SASL_START:
         _refuse(sock, peer, "SASL", SASL_ERROR,
                 "expected a SASL START message, got status %d" % status, stats)
