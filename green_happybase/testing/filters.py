@@ -16,19 +16,36 @@ of this column family in this row (HBase's ``NEXT_ROW`` acts per family, since
 each family is scanned by its own store scanner). A filter list merges codes
 as HBase does: AND includes when all include and takes the longest step, OR
 includes when any includes and takes the shortest step.
+
+Bounds, where HBase has none (each refusal is a :class:`FilterError` that
+names the limit): a filter string of at most :data:`MAX_FILTER_STRING` bytes,
+nested at most :data:`MAX_NESTING` deep (parentheses, ``SKIP``, ``WHILE``),
+with at most :data:`MAX_FILTERS` filters. ``regexstring:`` comparators run
+under a per-request :class:`~green_happybase.testing.regex.Budget` (see
+:mod:`green_happybase.testing.regex`).
 """
 from __future__ import annotations
 
-import re
 import struct
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .regex import Budget, Pattern, RegexError
+
+if TYPE_CHECKING:
+    from .store import Cell
 
 __all__ = [
-    "Cell", "Filter", "FilterError", "included", "parse_filter", "prefix_while_filter", "step",
+    "Filter", "FilterError", "MAX_FILTERS", "MAX_FILTER_STRING", "MAX_NESTING", "included",
+    "parse_filter", "prefix_while_filter", "step",
 ]
 
-#: A cell as filters see it: (family, qualifier, timestamp, value).
-Cell = Tuple[bytes, bytes, int, bytes]
+#: Longest filter string accepted, in bytes.
+MAX_FILTER_STRING = 64 * 1024
+#: Deepest nesting of parentheses, ``SKIP`` and ``WHILE``.
+MAX_NESTING = 100
+#: Most filters in one filter string.
+MAX_FILTERS = 1000
 
 INCLUDE = 0
 SKIP = 1
@@ -77,7 +94,7 @@ class Filter:
         """The cell as returned to the client, once included."""
         return cell
 
-    def filter_row_cells(self, cells: List[Cell]) -> None:
+    def filter_row_cells(self, cells: list[Cell]) -> None:
         """Edit the row's included cells in place."""
 
     def filter_row(self) -> bool:
@@ -90,11 +107,20 @@ class Filter:
 _Comparator = Callable[[bytes], int]
 
 
+class _Context:
+    """What building a filter needs besides its arguments."""
+
+    def __init__(self, reverse: bool, budget: Budget) -> None:
+        self.reverse = reverse
+        self.budget = budget
+        self.filters = 0
+
+
 def _cmp(a: bytes, b: bytes) -> int:
     return (a > b) - (a < b)
 
 
-def _comparator(arg: bytes) -> Tuple[bytes, _Comparator]:
+def _comparator(arg: bytes, ctx: _Context) -> tuple[bytes, _Comparator]:
     """Parse ``type:value``; return the type and ``value.compareTo(cell)``."""
     kind, sep, value = _unquote(arg).partition(b":")
     if not sep:
@@ -108,15 +134,23 @@ def _comparator(arg: bytes) -> Tuple[bytes, _Comparator]:
         return kind, lambda data: 0 if needle in data.decode("utf-8", "replace").lower() else 1
     if kind == b"regexstring":
         try:
-            pattern = re.compile(value.decode("utf-8", "replace"), re.DOTALL)
-        except re.error as exc:
-            raise FilterError("Invalid regex %r: %s" % (value, exc)) from None
-        return kind, lambda data: 0 if pattern.search(data.decode("latin-1")) else 1
+            pattern = Pattern(value.decode("utf-8", "replace"))
+        except RegexError as exc:
+            raise FilterError(str(exc)) from None
+        budget = ctx.budget
+
+        def search(data: bytes) -> int:
+            try:
+                return 0 if pattern.search(data, budget) else 1
+            except RegexError as exc:
+                raise FilterError(str(exc)) from None
+
+        return kind, search
     raise FilterError("Incorrect comparatorType")
 
 
 # Whether a compare result (comparator vs. cell) filters the cell out.
-_OPERATORS: Dict[bytes, Callable[[int], bool]] = {
+_OPERATORS: dict[bytes, Callable[[int], bool]] = {
     b"<": lambda r: r <= 0,
     b"<=": lambda r: r < 0,
     b"=": lambda r: r != 0,
@@ -133,10 +167,11 @@ def _operator(arg: bytes) -> Callable[[int], bool]:
         raise FilterError("Invalid compare operator") from None
 
 
-def _compare_args(op_arg: bytes, comparator_arg: bytes) -> Callable[[bytes], bool]:
+def _compare_args(op_arg: bytes, comparator_arg: bytes,
+                  ctx: _Context) -> Callable[[bytes], bool]:
     """A predicate that is True when a value is filtered out."""
     op = _operator(op_arg)
-    kind, compare = _comparator(comparator_arg)
+    kind, compare = _comparator(comparator_arg, ctx)
     if kind in (b"substring", b"regexstring") and op_arg not in (b"=", b"!="):
         raise FilterError(
             "A regexstring comparator and substring comparator can only be used "
@@ -289,8 +324,8 @@ class _KeyOnlyFilter(Filter):
         self.length_as_value = length_as_value
 
     def transform(self, cell: Cell) -> Cell:
-        value = struct.pack(">i", len(cell[3])) if self.length_as_value else b""
-        return cell[0], cell[1], cell[2], value
+        value = struct.pack(">i", len(cell.value)) if self.length_as_value else b""
+        return cell._replace(value=value)
 
 
 class _FirstKeyOnlyFilter(Filter):
@@ -319,8 +354,8 @@ class _CellPredicateFilter(Filter):
 
 
 class _ColumnRangeFilter(Filter):
-    def __init__(self, low: Optional[bytes], low_incl: bool,
-                 high: Optional[bytes], high_incl: bool) -> None:
+    def __init__(self, low: bytes | None, low_incl: bool,
+                 high: bytes | None, high_incl: bool) -> None:
         self.low, self.low_incl = low, low_incl
         self.high, self.high_incl = high, high_incl
 
@@ -385,7 +420,7 @@ class _SingleColumnValueFilter(Filter):
         self._matched = True
         return INCLUDE
 
-    def filter_row_cells(self, cells: List[Cell]) -> None:
+    def filter_row_cells(self, cells: list[Cell]) -> None:
         if self.exclude:
             cells[:] = [c for c in cells if c[0] != self.family or c[1] != self.qualifier]
 
@@ -449,7 +484,7 @@ class _WhileMatchFilter(Filter):
     def transform(self, cell: Cell) -> Cell:
         return self.inner.transform(cell)
 
-    def filter_row_cells(self, cells: List[Cell]) -> None:
+    def filter_row_cells(self, cells: list[Cell]) -> None:
         self.inner.filter_row_cells(cells)
 
     def filter_row(self) -> bool:
@@ -459,10 +494,10 @@ class _WhileMatchFilter(Filter):
 
 
 class _AndFilter(Filter):
-    def __init__(self, filters: List[Filter]) -> None:
+    def __init__(self, filters: list[Filter]) -> None:
         self.filters = filters
         self.has_filter_row = any(f.has_filter_row for f in filters)
-        self._transformed: Optional[Cell] = None
+        self._transformed: Cell | None = None
 
     def reset(self) -> None:
         for f in self.filters:
@@ -496,7 +531,7 @@ class _AndFilter(Filter):
     def transform(self, cell: Cell) -> Cell:
         return self._transformed if self._transformed is not None else cell
 
-    def filter_row_cells(self, cells: List[Cell]) -> None:
+    def filter_row_cells(self, cells: list[Cell]) -> None:
         for f in self.filters:
             f.filter_row_cells(cells)
 
@@ -505,14 +540,14 @@ class _AndFilter(Filter):
 
 
 class _OrFilter(Filter):
-    def __init__(self, filters: List[Filter]) -> None:
+    def __init__(self, filters: list[Filter]) -> None:
         self.filters = filters
         self.has_filter_row = any(f.has_filter_row for f in filters)
         # Per sub-filter: the last code it gave and the cell it gave it for,
         # so a filter that asked to move past a column or family is not asked
         # again about that column or family (HBase's HBASE-17678 rule).
-        self._prev: List[Optional[Tuple[int, Cell]]] = [None] * len(filters)
-        self._included: List[bool] = [False] * len(filters)
+        self._prev: list[tuple[int, Cell] | None] = [None] * len(filters)
+        self._included: list[bool] = [False] * len(filters)
 
     def reset(self) -> None:
         for f in self.filters:
@@ -548,7 +583,7 @@ class _OrFilter(Filter):
             return SKIP
         return far * 2 + (0 if keep else 1)
 
-    def _remembered(self, i: int, cell: Cell) -> Optional[int]:
+    def _remembered(self, i: int, cell: Cell) -> int | None:
         prev = self._prev[i]
         if prev is None:
             return None
@@ -560,12 +595,12 @@ class _OrFilter(Filter):
         return None
 
     def transform(self, cell: Cell) -> Cell:
-        for f, inc in zip(self.filters, self._included):
+        for f, inc in zip(self.filters, self._included, strict=True):
             if inc:
                 cell = f.transform(cell)
         return cell
 
-    def filter_row_cells(self, cells: List[Cell]) -> None:
+    def filter_row_cells(self, cells: list[Cell]) -> None:
         for f in self.filters:
             f.filter_row_cells(cells)
 
@@ -576,33 +611,33 @@ class _OrFilter(Filter):
 # Building filters from their names and arguments.
 
 
-def _build_prefix(args: List[bytes], reverse: bool) -> Filter:
+def _build_prefix(args: list[bytes], ctx: _Context) -> Filter:
     _expect("PrefixFilter", args, 1)
-    return _PrefixFilter(_unquote(args[0]), reverse)
+    return _PrefixFilter(_unquote(args[0]), ctx.reverse)
 
 
-def _build_key_only(args: List[bytes], reverse: bool) -> Filter:
+def _build_key_only(args: list[bytes], ctx: _Context) -> Filter:
     _expect("KeyOnlyFilter", args, 0, 1)
     return _KeyOnlyFilter(_bool(args[0]) if args else False)
 
 
-def _build_first_key_only(args: List[bytes], reverse: bool) -> Filter:
+def _build_first_key_only(args: list[bytes], ctx: _Context) -> Filter:
     _expect("FirstKeyOnlyFilter", args, 0)
     return _FirstKeyOnlyFilter()
 
 
-def _build_column_prefix(args: List[bytes], reverse: bool) -> Filter:
+def _build_column_prefix(args: list[bytes], ctx: _Context) -> Filter:
     _expect("ColumnPrefixFilter", args, 1)
     prefix = _unquote(args[0])
     return _CellPredicateFilter(lambda c: c[1].startswith(prefix))
 
 
-def _build_multiple_column_prefix(args: List[bytes], reverse: bool) -> Filter:
+def _build_multiple_column_prefix(args: list[bytes], ctx: _Context) -> Filter:
     prefixes = tuple(_unquote(a) for a in args)
     return _CellPredicateFilter(lambda c: c[1].startswith(prefixes))
 
 
-def _build_page(args: List[bytes], reverse: bool) -> Filter:
+def _build_page(args: list[bytes], ctx: _Context) -> Filter:
     _expect("PageFilter", args, 1)
     size = _long(args[0])
     if size < 0:
@@ -610,7 +645,7 @@ def _build_page(args: List[bytes], reverse: bool) -> Filter:
     return _PageFilter(size)
 
 
-def _build_column_pagination(args: List[bytes], reverse: bool) -> Filter:
+def _build_column_pagination(args: list[bytes], ctx: _Context) -> Filter:
     _expect("ColumnPaginationFilter", args, 2)
     limit, offset = _int(args[0]), _int(args[1])
     if limit < 0 or offset < 0:
@@ -618,52 +653,52 @@ def _build_column_pagination(args: List[bytes], reverse: bool) -> Filter:
     return _ColumnPaginationFilter(limit, offset)
 
 
-def _build_inclusive_stop(args: List[bytes], reverse: bool) -> Filter:
+def _build_inclusive_stop(args: list[bytes], ctx: _Context) -> Filter:
     _expect("InclusiveStopFilter", args, 1)
-    return _InclusiveStopFilter(_unquote(args[0]), reverse)
+    return _InclusiveStopFilter(_unquote(args[0]), ctx.reverse)
 
 
-def _build_timestamps(args: List[bytes], reverse: bool) -> Filter:
+def _build_timestamps(args: list[bytes], ctx: _Context) -> Filter:
     stamps = frozenset(_long(a) for a in args)
     if any(ts < 0 for ts in stamps):
         raise FilterError("Timestamps must not be negative")
     return _CellPredicateFilter(lambda c: c[2] in stamps)
 
 
-def _build_row(args: List[bytes], reverse: bool) -> Filter:
+def _build_row(args: list[bytes], ctx: _Context) -> Filter:
     _expect("RowFilter", args, 2)
-    return _RowFilter(_compare_args(args[0], args[1]))
+    return _RowFilter(_compare_args(args[0], args[1], ctx))
 
 
-def _build_family(args: List[bytes], reverse: bool) -> Filter:
+def _build_family(args: list[bytes], ctx: _Context) -> Filter:
     _expect("FamilyFilter", args, 2)
-    out = _compare_args(args[0], args[1])
+    out = _compare_args(args[0], args[1], ctx)
     return _CellPredicateFilter(lambda c: not out(c[0]), NEXT_ROW)
 
 
-def _build_qualifier(args: List[bytes], reverse: bool) -> Filter:
+def _build_qualifier(args: list[bytes], ctx: _Context) -> Filter:
     _expect("QualifierFilter", args, 2)
-    out = _compare_args(args[0], args[1])
+    out = _compare_args(args[0], args[1], ctx)
     return _CellPredicateFilter(lambda c: not out(c[1]))
 
 
-def _build_value(args: List[bytes], reverse: bool) -> Filter:
+def _build_value(args: list[bytes], ctx: _Context) -> Filter:
     _expect("ValueFilter", args, 2)
-    out = _compare_args(args[0], args[1])
+    out = _compare_args(args[0], args[1], ctx)
     return _CellPredicateFilter(lambda c: not out(c[3]))
 
 
-def _build_column_range(args: List[bytes], reverse: bool) -> Filter:
+def _build_column_range(args: list[bytes], ctx: _Context) -> Filter:
     _expect("ColumnRangeFilter", args, 4)
     low, high = _unquote(args[0]) or None, _unquote(args[2]) or None
     return _ColumnRangeFilter(low, _bool(args[1]), high, _bool(args[3]))
 
 
-def _build_scvf(name: str, exclude: bool) -> Callable[[List[bytes], bool], Filter]:
-    def build(args: List[bytes], reverse: bool) -> Filter:
+def _build_scvf(name: str, exclude: bool) -> Callable[[list[bytes], _Context], Filter]:
+    def build(args: list[bytes], ctx: _Context) -> Filter:
         _expect(name, args, 4, 6)
         family, qualifier = _unquote(args[0]), _unquote(args[1])
-        out = _compare_args(args[2], args[3])
+        out = _compare_args(args[2], args[3], ctx)
         if_missing = _bool(args[4]) if len(args) == 6 else False
         latest_only = _bool(args[5]) if len(args) == 6 else True
         return _SingleColumnValueFilter(family, qualifier, out, if_missing, latest_only, exclude)
@@ -671,7 +706,7 @@ def _build_scvf(name: str, exclude: bool) -> Callable[[List[bytes], bool], Filte
     return build
 
 
-_BUILDERS: Dict[str, Callable[[List[bytes], bool], Filter]] = {
+_BUILDERS: dict[str, Callable[[list[bytes], _Context], Filter]] = {
     "PrefixFilter": _build_prefix,
     "KeyOnlyFilter": _build_key_only,
     "FirstKeyOnlyFilter": _build_first_key_only,
@@ -700,7 +735,7 @@ _SPACE = b" \t"
 _KEYWORDS = (b"AND", b"OR", b"SKIP", b"WHILE")
 
 
-def _keyword_at(text: bytes, i: int) -> Optional[bytes]:
+def _keyword_at(text: bytes, i: int) -> bytes | None:
     """The operator keyword starting at ``i``, with ParseFilter's boundary rules."""
     for word in _KEYWORDS:
         end = i + len(word)
@@ -734,12 +769,12 @@ def _simple_expression_end(text: bytes, start: int) -> int:
     raise FilterError("Incorrect Filter String")
 
 
-def _arguments(expr: bytes) -> List[bytes]:
+def _arguments(expr: bytes) -> list[bytes]:
     """Arguments of ``Name(arg, 'quoted''arg', ...)``; quoted ones keep their quotes."""
     open_at = expr.find(b"(")
     if open_at < 0:
         raise FilterError("Incorrect argument list")
-    args: List[bytes] = []
+    args: list[bytes] = []
     i, n = open_at + 1, len(expr)
     while i < n:
         ch = expr[i:i + 1]
@@ -774,8 +809,8 @@ def _arguments(expr: bytes) -> List[bytes]:
     return args
 
 
-def _tokens(text: bytes) -> List[Tuple[str, bytes]]:
-    tokens: List[Tuple[str, bytes]] = []
+def _tokens(text: bytes) -> list[tuple[str, bytes]]:
+    tokens: list[tuple[str, bytes]] = []
     i = 0
     while i < len(text):
         ch = text[i:i + 1]
@@ -803,12 +838,13 @@ class _Parser:
     """``or := and ('OR' and)*; and := unary ('AND' unary)*;
     unary := ('SKIP' | 'WHILE') unary | '(' or ')' | Name(args)``."""
 
-    def __init__(self, tokens: List[Tuple[str, bytes]], reverse: bool) -> None:
+    def __init__(self, tokens: list[tuple[str, bytes]], ctx: _Context) -> None:
         self.tokens = tokens
         self.pos = 0
-        self.reverse = reverse
+        self.ctx = ctx
+        self.depth = 0
 
-    def _peek(self) -> Tuple[str, bytes]:
+    def _peek(self) -> tuple[str, bytes]:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", b"")
 
     def parse(self) -> Filter:
@@ -816,8 +852,8 @@ class _Parser:
             raise FilterError("Incorrect Filter String")
         result = self._or()
         if self.pos != len(self.tokens):
-            kind = self._peek()[0]
-            raise FilterError("Mismatched parenthesis" if kind == ")" else "Incorrect Filter String")
+            problem = "Mismatched parenthesis" if self._peek()[0] == ")" else "Incorrect Filter String"
+            raise FilterError(problem)
         return result
 
     def _or(self) -> Filter:
@@ -837,51 +873,67 @@ class _Parser:
     def _unary(self) -> Filter:
         kind, value = self._peek()
         self.pos += 1
-        if kind == "op" and value == b"SKIP":
-            return _SkipFilter(self._unary())
-        if kind == "op" and value == b"WHILE":
-            return _WhileMatchFilter(self._unary())
-        if kind == "(":
-            inner = self._or()
-            if self._peek()[0] != ")":
-                raise FilterError("Mismatched parenthesis")
-            self.pos += 1
-            return inner
         if kind == "filter":
-            return _simple(value, self.reverse)
+            return self._simple(value)
+        if kind == "op" and value in (b"SKIP", b"WHILE") or kind == "(":
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise FilterError("filter string nests deeper than %d levels" % MAX_NESTING)
+            try:
+                return self._nested(kind, value)
+            finally:
+                self.depth -= 1
         if kind == "op":
             raise FilterError("Incorrect input string - %s needs a filter" % value.decode())
         raise FilterError("Mismatched parenthesis" if kind == ")" else "Incorrect Filter String")
 
+    def _nested(self, kind: str, value: bytes) -> Filter:
+        if value == b"SKIP":
+            return _SkipFilter(self._unary())
+        if value == b"WHILE":
+            return _WhileMatchFilter(self._unary())
+        inner = self._or()
+        if self._peek()[0] != ")":
+            raise FilterError("Mismatched parenthesis")
+        self.pos += 1
+        return inner
 
-def _simple(expr: bytes, reverse: bool) -> Filter:
-    end = len(expr)
-    for i, byte in enumerate(expr):
-        if byte in b"( ":
-            end = i
-            break
-    if end == 0:
-        raise FilterError("Incorrect Filter Name")
-    name = expr[:end].decode("utf-8", "replace")
-    args = _arguments(expr)
-    builder = _BUILDERS.get(name)
-    if builder is None:
-        if name in _UNSUPPORTED:
-            raise FilterError("Filter Name %s is not supported by the embedded HBase server" % name)
-        raise FilterError("Filter Name %s not supported" % name)
-    return builder(args, reverse)
+    def _simple(self, expr: bytes) -> Filter:
+        self.ctx.filters += 1
+        if self.ctx.filters > MAX_FILTERS:
+            raise FilterError("filter string has more than %d filters" % MAX_FILTERS)
+        end = len(expr)
+        for i, byte in enumerate(expr):
+            if byte in b"( ":
+                end = i
+                break
+        if end == 0:
+            raise FilterError("Incorrect Filter Name")
+        name = expr[:end].decode("utf-8", "replace")
+        args = _arguments(expr)
+        builder = _BUILDERS.get(name)
+        if builder is None:
+            if name in _UNSUPPORTED:
+                raise FilterError("Filter Name %s is not supported by the embedded HBase server"
+                                  % name)
+            raise FilterError("Filter Name %s not supported" % name)
+        return builder(args, self.ctx)
 
 
-def parse_filter(text: bytes, reverse: bool = False) -> Filter:
+def parse_filter(text: bytes | str, budget: Budget, reverse: bool = False) -> Filter:
     """Build the filter a filter string describes, as HBase's ``ParseFilter`` does.
 
     :param text: the filter string (UTF-8 bytes or text)
+    :param budget: what ``regexstring:`` comparators may spend per request
     :param reverse: whether the scan runs backwards (row-ordered filters care)
-    :raises FilterError: for a malformed string or a filter not supported here
+    :raises FilterError: for a malformed string, one over this module's
+        bounds, or a filter not supported here
     """
     if isinstance(text, str):
         text = text.encode("utf-8")
-    return _Parser(_tokens(text), reverse).parse()
+    if len(text) > MAX_FILTER_STRING:
+        raise FilterError("filter string is longer than %d bytes" % MAX_FILTER_STRING)
+    return _Parser(_tokens(text), _Context(reverse, budget)).parse()
 
 
 def prefix_while_filter(prefix: bytes) -> Filter:

@@ -1,33 +1,70 @@
 """pytest fixtures for code that talks to HBase: ``hbase_server`` and ``hbase_pool``.
 
-Installing green_happybase registers this plugin (a ``pytest11`` entry
-point), so any test can ask for the fixtures by name::
+Installing green_happybase registers this plugin (a ``pytest11`` entry point
+named ``green_happybase``; ``-p no:green_happybase`` turns it off), so any
+test can ask for the fixtures by name::
 
     def test_put_then_get(hbase_pool):
         with hbase_pool.connection() as conn:
             conn.create_table("t", {"cf": {}})
             conn.table("t").put(b"k", {b"cf:c": b"v"})
 
+The plugin costs nothing until a fixture is used: importing it imports
+neither gevent nor the server.
+
 By default ``hbase_server`` is a fresh, empty in-process
-:class:`~green_happybase.testing.HBaseServer` on a free port. Environment
-variables change that:
+:class:`~green_happybase.testing.HBaseServer` on a free port, with HBase's
+limits (60 s idle cut, 2 MiB frames, 60 s scanner leases). The
+``hbase_server`` marker passes options to it, for one test or a whole
+module (``pytestmark``)::
+
+    @pytest.mark.hbase_server(idle_timeout=0.5)
+    def test_pool_outlives_idle_cuts(hbase_pool): ...
+
+    @pytest.mark.hbase_server(subprocess=True)
+    def test_with_a_blocking_client(hbase_server):
+        conn = happybase.Connection(hbase_server.host, hbase_server.port)
+
+Its keywords are :class:`~green_happybase.testing.HBaseServer`'s:
+``transport``, ``protocol``, ``subprocess``, ``idle_timeout``,
+``max_frame_size``, ``scanner_timeout``, ``server_type``. The in-process
+server runs in the test's gevent hub: a plain blocking
+``happybase.Connection`` cannot be served by it, and gets an error saying so
+after 2 s; use ``subprocess=True`` (or the pool) for such clients.
+
+Environment variables point the fixtures at a real gateway instead:
 
 ``GREEN_HAPPYBASE_TEST_HOST``, ``GREEN_HAPPYBASE_TEST_PORT`` (default 9090)
-    Use that real HBase Thrift gateway instead. Fault-injection methods then
-    skip the test, and every table the test created is disabled and deleted
-    at teardown.
+    Use that real HBase Thrift gateway. Fault-injection methods then skip
+    the test, as does the ``hbase_server`` marker, and every table the test
+    created is disabled and deleted at teardown.
 ``GREEN_HAPPYBASE_TEST_TRANSPORT``, ``GREEN_HAPPYBASE_TEST_PROTOCOL``
     ``buffered``/``framed`` and ``binary``/``compact`` (defaults ``buffered``
     and ``binary``), for the server and for the pool.
+
+.. versionadded:: 0.2
+   The ``hbase_server`` marker; the plugin imports nothing heavy until used.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Set
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 _ENV = "GREEN_HAPPYBASE_TEST_"
+_MARKER = "hbase_server"
+_OPTIONS = frozenset(["transport", "protocol", "subprocess", "idle_timeout", "max_frame_size",
+                      "scanner_timeout", "server_type"])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "%s(**options): options of the embedded server the hbase_server fixture starts "
+        "(HBaseServer's keywords: %s)" % (_MARKER, ", ".join(sorted(_OPTIONS))),
+    )
 
 
 def _setting(name: str, default: str, choices: Any = None) -> str:
@@ -37,6 +74,19 @@ def _setting(name: str, default: str, choices: Any = None) -> str:
             "%s%s must be one of %s, not %r" % (_ENV, name, ", ".join(choices), value)
         )
     return value
+
+
+def _marker_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    marker = request.node.get_closest_marker(_MARKER)
+    if marker is None:
+        return {}
+    if marker.args:
+        raise TypeError("@pytest.mark.%s takes keywords only, not %r" % (_MARKER, marker.args))
+    unknown = sorted(set(marker.kwargs) - _OPTIONS)
+    if unknown:
+        raise TypeError("@pytest.mark.%s got unknown option(s) %s; it takes %s"
+                        % (_MARKER, ", ".join(unknown), ", ".join(sorted(_OPTIONS))))
+    return dict(marker.kwargs)
 
 
 class RealGateway:
@@ -69,7 +119,7 @@ class RealGateway:
         return happybase.Connection(self.host, self.port, transport=self.transport,
                                     protocol=self.protocol)
 
-    def _tables(self) -> Set[bytes]:
+    def _tables(self) -> set[bytes]:
         conn = self._connection()
         try:
             return set(conn.tables())
@@ -87,18 +137,25 @@ class RealGateway:
 
 
 @pytest.fixture
-def hbase_server() -> Iterator[Any]:
+def hbase_server(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh, empty HBase Thrift server, or the real gateway named by
     ``GREEN_HAPPYBASE_TEST_HOST``; closed (or cleaned) at teardown.
 
-    The embedded server runs in this thread's gevent hub: talk to it with
-    cooperative clients (``hbase_pool``, gevent sockets), not a plain blocking
-    ``happybase.Connection``.
+    Options come from the ``hbase_server`` marker. The in-process server
+    runs in this thread's gevent hub: talk to it with cooperative clients
+    (``hbase_pool``, gevent sockets), or mark the test
+    ``@pytest.mark.hbase_server(subprocess=True)`` for a blocking client.
     """
-    transport = _setting("TRANSPORT", "buffered", ("buffered", "framed"))
-    protocol = _setting("PROTOCOL", "binary", ("binary", "compact"))
+    options = _marker_options(request)
+    transport = options.pop("transport", None) or _setting(
+        "TRANSPORT", "buffered", ("buffered", "framed"))
+    protocol = options.pop("protocol", None) or _setting(
+        "PROTOCOL", "binary", ("binary", "compact"))
     host = _setting("HOST", "")
     if host:
+        if options:
+            pytest.skip("@pytest.mark.%s(%s) needs the embedded server"
+                        % (_MARKER, ", ".join(sorted(options))))
         port = _setting("PORT", "9090")
         if not port.isdigit():
             raise pytest.UsageError("%sPORT must be a port number, not %r" % (_ENV, port))
@@ -110,7 +167,7 @@ def hbase_server() -> Iterator[Any]:
         return
     from .server import HBaseServer
 
-    with HBaseServer(transport=transport, protocol=protocol) as server:
+    with HBaseServer(transport=transport, protocol=protocol, **options) as server:
         yield server
 
 

@@ -1,21 +1,20 @@
-"""The embedded HBase Thrift server: sockets, framing and fault injection.
+"""The embedded HBase Thrift server: sockets, framing, limits, processes.
 
-:class:`HBaseServer` puts an in-memory
-:class:`~green_happybase.testing.handler.HBaseHandler` on a TCP port, speaking
-HBase's Thrift1 ``Hbase`` service the way ``hbase thrift start`` does, and lets
-a test misbehave on purpose: slow replies, dropped connections, refused
-connects, a restart on the same port, connections closed after some calls.
+:class:`HBaseServer` puts the in-memory service (:mod:`.surface` over
+:mod:`.store`) on a TCP port, speaking HBase's Thrift1 ``Hbase`` service the
+way ``hbase thrift start`` does, with the gateway's limits, and lets a test
+misbehave on purpose (:mod:`.faults`).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import numbers
 import socket
 import struct
 import sys
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any
 
 import gevent
 import gevent.lock
@@ -23,36 +22,39 @@ import gevent.socket
 import gevent.subprocess
 from gevent.pool import Group
 from gevent.server import StreamServer
-
-import happybase  # noqa: F401  (loads the Hbase_thrift module)
-from Hbase_thrift import Hbase  # type: ignore[import-not-found]
 from thriftpy2.protocol import TCompactProtocol, TCyBinaryProtocol
-from thriftpy2.thrift import TApplicationException, TMessageType, TProcessor
-from thriftpy2.transport import (
-    TCyBufferedTransport,
-    TCyFramedTransport,
-    TCyMemoryBuffer,
-    TSocket,
-    TTransportException,
-)
+from thriftpy2.thrift import TApplicationException
+from thriftpy2.transport import TCyMemoryBuffer, TMemoryBuffer
 
-from .handler import HBaseHandler
+from . import faults as _faults
+from .faults import Faults
+from .store import Store
+from .surface import SERVER_TYPES, HBaseHandler, Processor
+from .watchdog import HubWatchdog, starved_message
+from .wire import MAX_MESSAGE_BYTES, Closed, Inbox, Rejected
 
-__all__ = ["HBaseServer", "MAX_MESSAGE_BYTES"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT", "DEFAULT_MAX_FRAME_SIZE", "DEFAULT_SCANNER_TIMEOUT", "HBaseServer",
+    "MAX_MESSAGE_BYTES",
+]
 
 log = logging.getLogger("green_happybase.testing.server")
 
-_TRANSPORTS = {"buffered": TCyBufferedTransport, "framed": TCyFramedTransport}
-_PROTOCOLS = {"binary": TCyBinaryProtocol, "compact": TCompactProtocol}
+#: HBase's ``hbase.thrift.server.socket.read.timeout`` (60000 ms), in seconds.
+DEFAULT_IDLE_TIMEOUT = 60.0
+#: HBase's ``hbase.regionserver.thrift.framed.max_frame_size_in_mb`` (2), in bytes.
+DEFAULT_MAX_FRAME_SIZE = 2 * 1024 * 1024
+#: HBase's ``hbase.client.scanner.timeout.period`` (60000 ms), in seconds.
+DEFAULT_SCANNER_TIMEOUT = 60.0
 
-#: Largest request the server accepts, in bytes. A peer that announces or
-#: sends more (in a frame header, a string or a container length) is cut off.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-# thriftpy2's Cython buffers grow by rounding a request up to a multiple of
-# their current size, so a legitimate read never asks for twice the limit.
-_MAX_READ = 2 * MAX_MESSAGE_BYTES + 65536
-_RECV_CHUNK = 65536
+_TRANSPORTS = ("buffered", "framed")
+# HBase's TBinaryProtocol.Factory() reads old-style (non-strict) messages too
+# and writes strict ones.
+_PROTOCOLS: dict[str, Any] = {
+    "binary": functools.partial(TCyBinaryProtocol, strict_read=False),
+    "compact": TCompactProtocol,
+}
+_BUFFERS: dict[str, Any] = {"binary": TCyMemoryBuffer, "compact": TMemoryBuffer}
 
 _STARTUP_TIMEOUT = 30.0
 _CONTROL_TIMEOUT = 10.0
@@ -67,77 +69,63 @@ _CONTROL_METHODS = frozenset(
 _FORWARDED_ERRORS = {"ValueError": ValueError, "TypeError": TypeError}
 
 
-class _MessageTooLarge(Exception):
-    """A peer announced or sent more than :data:`MAX_MESSAGE_BYTES`."""
+def _pause() -> None:
+    gevent.sleep(0)
 
 
-class _GuardedSocket(TSocket):
-    """An accepted socket as a thriftpy2 transport with a size budget.
+class _Options:
+    """The gateway's limits and identity, checked once."""
 
-    thriftpy2 allocates whatever length a peer announces before reading it,
-    so every read is checked here: how much one read asks for, and how much
-    the current message has brought so far.
-    """
+    def __init__(self, idle_timeout: float | None, max_frame_size: int | None,
+                 scanner_timeout: float | None, server_type: str) -> None:
+        self.idle_timeout = None if idle_timeout is None else _faults.seconds(
+            "idle_timeout", idle_timeout, positive=True)
+        if max_frame_size is not None:
+            if isinstance(max_frame_size, bool) or not isinstance(max_frame_size, int):
+                raise TypeError("max_frame_size must be a number of bytes or None, not %r"
+                                % (max_frame_size,))
+            if not 0 < max_frame_size <= MAX_MESSAGE_BYTES:
+                raise ValueError("max_frame_size must be between 1 and %d (the largest request) "
+                                 "or None, not %r" % (MAX_MESSAGE_BYTES, max_frame_size))
+        self.max_frame_size = max_frame_size
+        self.scanner_timeout = None if scanner_timeout is None else _faults.seconds(
+            "scanner_timeout", scanner_timeout, positive=True)
+        _faults.choice("server_type", server_type, SERVER_TYPES)
+        self.server_type = server_type
 
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__(sock=sock)
-        self.received = 0
+    def argv(self) -> list[str]:
+        """The same options as command-line flags of ``python -m green_happybase.testing``."""
+        def flag(value: Any) -> str:
+            return "none" if value is None else repr(value)
 
-    def read(self, sz: int) -> bytes:
-        if sz > _MAX_READ:
-            raise _MessageTooLarge(
-                "peer announced %d bytes; the limit is %d" % (sz, MAX_MESSAGE_BYTES)
-            )
-        data = self.sock.recv(min(sz, _RECV_CHUNK))
-        if not data:
-            raise TTransportException(TTransportException.END_OF_FILE, "TSocket read 0 bytes")
-        self.received += len(data)
-        if self.received > MAX_MESSAGE_BYTES:
-            raise _MessageTooLarge("message exceeds %d bytes" % MAX_MESSAGE_BYTES)
-        return data
-
-
-def _check_choice(name: str, value: Any, choices: Dict[str, Any]) -> None:
-    if value not in choices:
-        raise ValueError("%s must be one of %s, not %r" % (name, ", ".join(sorted(choices)), value))
-
-
-def _check_seconds(name: str, value: Any, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError("%s must be a number of seconds, not %r" % (name, value))
-    if value < 0 or (positive and value == 0):
-        raise ValueError("%s must be %s, not %r" % (name, "> 0" if positive else ">= 0", value))
-    return float(value)
-
-
-def _check_calls(n: Any) -> Optional[int]:
-    if n is None:
-        return None
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError("n must be an int or None, not %r" % (n,))
-    if n < 1:
-        raise ValueError("n must be >= 1 or None, not %r" % (n,))
-    return n
+        return ["--idle-timeout", flag(self.idle_timeout),
+                "--max-frame-size", flag(self.max_frame_size),
+                "--scanner-timeout", flag(self.scanner_timeout),
+                "--server-type", self.server_type]
 
 
 class _GreenServer:
     """The server proper: a StreamServer and one greenlet per client."""
 
-    def __init__(self, host: str, port: int, transport: str, protocol: str) -> None:
+    def __init__(self, host: str, port: int, transport: str, protocol: str,
+                 options: _Options) -> None:
         self.host = host
         self.port = port
-        self._transport = _TRANSPORTS[transport]
-        self._protocol = _PROTOCOLS[protocol]
         self._framed = transport == "framed"
-        self._processor = TProcessor(Hbase, HBaseHandler())
+        self._binary = protocol == "binary"
+        self._protocol = _PROTOCOLS[protocol]
+        self._buffer = _BUFFERS[protocol]
+        self._idle_timeout = options.idle_timeout
+        self._max_frame = options.max_frame_size or MAX_MESSAGE_BYTES
+        store = Store(options.scanner_timeout, pause=_pause)
+        self._processor = Processor(HBaseHandler(store, pause=_pause), self._protocol,
+                                    options.server_type)
+        self._faults = Faults()
+        self._watchdog = HubWatchdog(self._starved_reply, self._adopt)
         self._clients = Group()
-        self._listener: Optional[StreamServer] = None
-        self._relisten: Optional[gevent.Greenlet] = None
+        self._listener: StreamServer | None = None
+        self._relisten: gevent.Greenlet | None = None
         self._closed = False
-        self._latency = 0.0
-        self._close_after: Optional[int] = None
-        # Bumped by close_after(), so each connection counts from that moment.
-        self._close_after_epoch = 0
         self._accepted = 0
         self._calls = 0
 
@@ -148,12 +136,14 @@ class _GreenServer:
         listener.start()
         self.port = listener.socket.getsockname()[1]
         self._listener = listener
+        self._watchdog.listening(listener.socket.fileno())
 
     def _spawn_client(self, func: Any, /, *args: Any, **kwargs: Any) -> gevent.Greenlet:
         return self._clients.spawn(func, *args, **kwargs)
 
     def _unlisten(self) -> None:
         if self._listener is not None:
+            self._watchdog.listening(-1)
             self._listener.close()
             self._listener = None
 
@@ -175,6 +165,7 @@ class _GreenServer:
         self._cancel_relisten()
         if self._listener is None:
             self._listen()
+        self._watchdog.start()
 
     def stop(self) -> None:
         self._cancel_relisten()
@@ -183,12 +174,13 @@ class _GreenServer:
 
     def close(self) -> None:
         self.stop()
+        self._watchdog.stop()
         self._closed = True
 
     # Fault injection
 
     def set_latency(self, seconds: float) -> None:
-        self._latency = seconds
+        self._faults.latency = seconds
 
     def drop_connections(self) -> None:
         self._clients.kill(block=True, timeout=_KILL_TIMEOUT)
@@ -200,11 +192,10 @@ class _GreenServer:
         self._unlisten()
         self._relisten = gevent.spawn_later(seconds, self._listen_again)
 
-    def close_after(self, n: Optional[int]) -> None:
-        self._close_after = n
-        self._close_after_epoch += 1
+    def close_after(self, n: int | None) -> None:
+        self._faults.set_close_after(n)
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> dict[str, int]:
         return {"connections": len(self._clients), "accepted": self._accepted,
                 "calls": self._calls}
 
@@ -213,78 +204,86 @@ class _GreenServer:
     def _serve(self, sock: gevent.socket.socket, address: Any) -> None:
         self._accepted += 1
         peer = "%s:%s" % address[:2]
+        fd = sock.fileno()
+        self._watchdog.track(fd)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        guard = _GuardedSocket(sock)
-        iprot = self._protocol(self._transport(guard))
-        epoch, served = self._close_after_epoch, 0
+        # HBase's TServerSocket read timeout: a read waiting this long ends
+        # the connection, between requests or within one.
+        sock.settimeout(self._idle_timeout)
+        inbox = Inbox(sock, framed=self._framed, binary=self._binary,
+                      max_frame=self._max_frame, pause=_pause)
+        counter = self._faults.counter()
         try:
             while True:
-                guard.received = 0
-                sock.sendall(self._answer(iprot))
+                sock.sendall(self._reply(inbox.next()))
                 self._calls += 1
-                if epoch != self._close_after_epoch:
-                    epoch, served = self._close_after_epoch, 0
-                served += 1
-                if self._close_after is not None and served >= self._close_after:
-                    log.debug("closing %s after %d calls", peer, served)
+                if counter.served():
+                    log.debug("closing %s after its call, as close_after() asked", peer)
                     break
-        except TTransportException as exc:
-            if exc.type != TTransportException.END_OF_FILE:
-                log.warning("closing connection from %s: %s", peer, exc)
+        except Closed as exc:
+            log.debug("connection from %s closed %s", peer, exc)
+        except TimeoutError:
+            log.info("closing connection from %s: idle for %s s "
+                     "(hbase.thrift.server.socket.read.timeout)", peer, self._idle_timeout)
+        except Rejected as exc:
+            log.warning("closing connection from %s: %s", peer, exc)
         except OSError as exc:
             log.debug("connection from %s ended: %s", peer, exc)
         except Exception as exc:
-            # Garbage or an oversized message: this client only is cut off.
+            # Garbage that passed the bounds but not the decoder.
             log.warning("closing connection from %s: %s: %s", peer, type(exc).__name__, exc)
         finally:
-            guard.close()
+            self._watchdog.untrack(fd)
+            sock.close()
 
-    def _answer(self, iprot: Any) -> bytes:
-        """Read one call, run it and return the encoded reply."""
-        api, seqid, result, call = self._processor.process_in(iprot)
-        if self._latency:
-            gevent.sleep(self._latency)
-        if call is None:
-            result = TApplicationException(
-                TApplicationException.UNKNOWN_METHOD, "Invalid method name: %r" % (api,)
-            )
-        else:
-            try:
-                result.success = call()
-            except TApplicationException as exc:
-                result = exc
-            except Exception as exc:
-                if not self._processor.handle_exception(exc, result):
-                    log.exception("handler failed in %s", api)
-                    result = _internal_error(api, exc)
+    def _reply(self, request: bytes) -> bytes:
+        """Run one request and return the encoded reply."""
+        call = self._processor.decode(self._buffer(request))
+        if self._faults.latency:
+            gevent.sleep(self._faults.latency)
+        payload, exception = self._processor.answer(call)
         try:
-            return self._encode(api, seqid, result)
+            return self._encode(call.name, call.seqid, payload, exception)
         except Exception as exc:
-            log.exception("cannot encode the reply to %s", api)
-            return self._encode(api, seqid, _internal_error(api, exc))
+            log.exception("cannot encode the reply to %s", call.name)
+            return self._encode(call.name, call.seqid, TApplicationException(
+                TApplicationException.INTERNAL_ERROR,
+                "Internal error processing %s (embedded HBase server bug: %s: %s)"
+                % (call.name, type(exc).__name__, exc)), True)
 
-    def _encode(self, api: str, seqid: int, result: Any) -> bytes:
+    def _encode(self, name: str, seqid: int, payload: Any, exception: bool) -> bytes:
         # Encoded apart from the socket, so a reply that fails half-way
         # never leaves a fragment on the wire.
         buf = TCyMemoryBuffer()
-        oprot = self._protocol(buf)
-        if isinstance(result, TApplicationException):
-            oprot.write_message_begin(api, TMessageType.EXCEPTION, seqid)
-        else:
-            oprot.write_message_begin(api, TMessageType.REPLY, seqid)
-        result.write(oprot)
-        oprot.write_message_end()
-        data = buf.getvalue()
-        if self._framed:
-            return struct.pack("!i", len(data)) + data
-        return data
+        self._processor.encode(name, seqid, payload, exception, buf)
+        data: bytes = buf.getvalue()
+        return struct.pack("!i", len(data)) + data if self._framed else data
 
+    # What the watchdog needs (see watchdog.py).
 
-def _internal_error(api: str, exc: Exception) -> TApplicationException:
-    return TApplicationException(
-        TApplicationException.INTERNAL_ERROR,
-        "Internal error processing %s: %s: %s" % (api, type(exc).__name__, exc),
-    )
+    def _starved_reply(self, request: bytes, standstill: float) -> bytes:
+        name, seqid = "", 0
+        try:
+            name, _, seqid = self._protocol(self._buffer(
+                request[4:] if self._framed else request)).read_message_begin()
+        except Exception:
+            log.debug("a starved request without a readable header")
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return self._encode(name, seqid, TApplicationException(
+            TApplicationException.INTERNAL_ERROR, starved_message(standstill)), True)
+
+    def _adopt(self, sock: socket.socket) -> None:
+        if self._closed or self._listener is None:
+            sock.close()
+            return
+        green = gevent.socket.socket(fileno=sock.detach())
+        try:
+            peer = green.getpeername()
+        except OSError:
+            green.close()
+            return
+        self._clients.spawn(self._serve, green, peer)
 
 
 def _readline(stream: Any, seconds: float) -> bytes:
@@ -292,7 +291,8 @@ def _readline(stream: Any, seconds: float) -> bytes:
     timer = gevent.Timeout(seconds)
     timer.start()
     try:
-        return stream.readline()
+        line: bytes = stream.readline()
+        return line
     except gevent.Timeout as exc:
         if exc is not timer:
             raise
@@ -304,11 +304,12 @@ def _readline(stream: Any, seconds: float) -> bytes:
 class _ChildServer:
     """A server in a child process, driven by JSON lines on its stdin."""
 
-    def __init__(self, host: str, port: int, transport: str, protocol: str) -> None:
+    def __init__(self, host: str, port: int, transport: str, protocol: str,
+                 options: _Options) -> None:
         self.host = host
         self.port = port
-        self._args = ["--transport", transport, "--protocol", protocol]
-        self._proc: Optional[gevent.subprocess.Popen] = None
+        self._args = ["--transport", transport, "--protocol", protocol] + options.argv()
+        self._proc: gevent.subprocess.Popen | None = None
         self._stdin: Any = None
         self._stdout: Any = None
         self._stderr: Any = None
@@ -316,7 +317,7 @@ class _ChildServer:
         self._closed = False
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
@@ -415,11 +416,12 @@ class _ChildServer:
     def refuse_connections(self, seconds: float) -> None:
         self._call("refuse_connections", seconds)
 
-    def close_after(self, n: Optional[int]) -> None:
+    def close_after(self, n: int | None) -> None:
         self._call("close_after", n)
 
-    def stats(self) -> Dict[str, int]:
-        return self._call("stats")
+    def stats(self) -> dict[str, int]:
+        result: dict[str, int] = self._call("stats")
+        return result
 
 
 class HBaseServer:
@@ -437,20 +439,40 @@ class HBaseServer:
     :param transport: ``"buffered"`` or ``"framed"``, as happybase names them.
     :param protocol: ``"binary"`` or ``"compact"``.
     :param subprocess: serve from a child process instead of this one.
+    :param idle_timeout: seconds a connection may keep the server waiting for
+        its next bytes before the server closes it, as HBase's
+        ``hbase.thrift.server.socket.read.timeout``; ``None``: never.
+    :param max_frame_size: largest frame, in bytes, of the framed transport,
+        as HBase's ``hbase.regionserver.thrift.framed.max_frame_size_in_mb``;
+        a larger frame closes its connection. ``None``: up to
+        :data:`MAX_MESSAGE_BYTES`.
+    :param scanner_timeout: seconds a scanner may go unused, as HBase's
+        ``hbase.client.scanner.timeout.period``: after that its region lease
+        is gone and the next call reopens it after the last row returned
+        (HBase 2's client does so); after twice that the gateway has forgotten
+        it, and calls answer ``IllegalArgument("scanner ID is invalid")``.
+        ``None``: never.
+    :param server_type: ``"one"``, a Thrift1 gateway; ``"two"`` pretends to
+        be a Thrift2 gateway: ``getThriftServerType()`` answers ``TWO`` and
+        every Thrift1 call is an unknown method.
+
+    .. versionadded:: 0.2
+       ``idle_timeout``, ``max_frame_size``, ``scanner_timeout`` and
+       ``server_type``, with HBase's defaults.
 
     In-process (the default), the server runs as greenlets in the calling
     thread's gevent hub: it serves only while that hub gets to run, so the
     clients must be cooperative (gevent sockets, the green pool, or a
     monkey-patched program). A plain blocking ``happybase.Connection`` in the
-    same thread would wait for a reply the blocked hub can never send: use
-    ``subprocess=True`` for such clients. In that mode the fault-injection
-    methods and :meth:`stats` are forwarded to the child, and leaving the
-    ``with`` block terminates it and waits for it to exit.
+    same thread cannot be served: after 2 s of a standstill hub the server
+    answers its call, from an OS thread, with a ``TApplicationException``
+    saying so. Use ``subprocess=True`` for such clients. In that mode the
+    fault-injection methods and :meth:`stats` are forwarded to the child,
+    and leaving the ``with`` block terminates it and waits for it to exit.
 
-    Idle client connections are kept open indefinitely. A malformed request,
-    or one larger than :data:`MAX_MESSAGE_BYTES`, closes that one connection
-    (and is logged); an unexpected error in the handler becomes a
-    ``TApplicationException`` reply.
+    A request that breaks a bound (see :mod:`green_happybase.testing.wire`)
+    closes that one connection and is logged; an unexpected error in the
+    handler becomes a ``TApplicationException`` reply.
     """
 
     def __init__(
@@ -460,6 +482,11 @@ class HBaseServer:
         transport: str = "buffered",
         protocol: str = "binary",
         subprocess: bool = False,
+        *,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_frame_size: int | None = DEFAULT_MAX_FRAME_SIZE,
+        scanner_timeout: float | None = DEFAULT_SCANNER_TIMEOUT,
+        server_type: str = "one",
     ) -> None:
         if not isinstance(host, str) or not host:
             raise TypeError("host must be a non-empty str, not %r" % (host,))
@@ -467,13 +494,19 @@ class HBaseServer:
             raise TypeError("port must be an int, not %r" % (port,))
         if not 0 <= port <= 65535:
             raise ValueError("port must be between 0 and 65535, not %r" % (port,))
-        _check_choice("transport", transport, _TRANSPORTS)
-        _check_choice("protocol", protocol, _PROTOCOLS)
+        _faults.choice("transport", transport, _TRANSPORTS)
+        _faults.choice("protocol", protocol, _PROTOCOLS)
+        options = _Options(idle_timeout, max_frame_size, scanner_timeout, server_type)
         self.transport = transport
         self.protocol = protocol
         self.subprocess = bool(subprocess)
+        #: The options above, as given (checked).
+        self.idle_timeout = options.idle_timeout
+        self.max_frame_size = options.max_frame_size
+        self.scanner_timeout = options.scanner_timeout
+        self.server_type = options.server_type
         backend = _ChildServer if subprocess else _GreenServer
-        self._server: Any = backend(host, port, transport, protocol)
+        self._server: Any = backend(host, port, transport, protocol, options)
 
     def __repr__(self) -> str:
         mode = "subprocess" if self.subprocess else "in-process"
@@ -482,12 +515,14 @@ class HBaseServer:
     @property
     def host(self) -> str:
         """The address the server binds."""
-        return self._server.host
+        host: str = self._server.host
+        return host
 
     @property
     def port(self) -> int:
         """The TCP port; the one actually bound once started."""
-        return self._server.port
+        port: int = self._server.port
+        return port
 
     @property
     def address(self) -> str:
@@ -495,11 +530,11 @@ class HBaseServer:
         return "%s:%s" % (self.host, self.port)
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         """The child's process id in subprocess mode, else ``None``."""
-        return self._server.pid if self.subprocess else None
+        return self._server.pid if self.subprocess else None  # type: ignore[no-any-return]
 
-    def __enter__(self) -> "HBaseServer":
+    def __enter__(self) -> HBaseServer:
         self.start()
         return self
 
@@ -520,7 +555,7 @@ class HBaseServer:
 
     def set_latency(self, seconds: float) -> None:
         """Delay every reply by ``seconds`` (``0`` turns the delay off)."""
-        self._server.set_latency(_check_seconds("seconds", seconds, positive=False))
+        self._server.set_latency(_faults.seconds("seconds", seconds, positive=False))
 
     def drop_connections(self) -> None:
         """Close every open client connection now; keep listening."""
@@ -532,17 +567,17 @@ class HBaseServer:
 
         Open connections are not touched.
         """
-        self._server.refuse_connections(_check_seconds("seconds", seconds, positive=True))
+        self._server.refuse_connections(_faults.seconds("seconds", seconds, positive=True))
 
-    def close_after(self, n: Optional[int]) -> None:
+    def close_after(self, n: int | None) -> None:
         """Close each connection right after its reply to its ``n``-th call.
 
         Calls are counted from this moment (or from the connection's start,
         if later). ``None`` turns this off.
         """
-        self._server.close_after(_check_calls(n))
+        self._server.close_after(_faults.calls(n))
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> dict[str, int]:
         """Counters since the server was created.
 
         ``connections``: client connections open now; ``accepted``: client
