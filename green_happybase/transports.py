@@ -193,8 +193,8 @@ class SaslMechanism:
 class SaslStream:
     """What a connection is after SASL: a stream of length-prefixed frames.
 
-    It looks like a socket (``recv``, ``sendall``, ``shutdown``, ``close``,
-    ``fileno``): ``sendall`` sends one frame, wrapped under auth-int and
+    It looks like a socket (``recv``, ``sendall``, ``shutdown``, ``close``):
+    ``sendall`` sends one frame, wrapped under auth-int and
     auth-conf; ``recv`` returns the bytes of the frames received, unwrapped,
     and ``b""`` when the peer closes between two frames.
     """
@@ -233,10 +233,6 @@ class SaslStream:
     def pending(self) -> bool:
         """Whether unwrapped bytes wait to be read."""
         return self._pos < len(self._plain)
-
-    def fileno(self) -> int:
-        fd: int = self.sock.fileno()
-        return fd
 
     def shutdown(self, how: int) -> None:
         self.sock.shutdown(how)

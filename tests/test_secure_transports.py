@@ -10,6 +10,7 @@ from typing import Any
 
 import gevent
 import gevent.socket
+import happybase  # noqa: F401  (loads the Hbase_thrift module)
 import pytest
 import trustme
 from gevent.event import Event
