@@ -114,6 +114,14 @@ class _CheckedClient(TClient):
             # wire, so continue on a fresh socket, or fail if the pool is closed.
             connection._pool._renew(connection)
             return connection.client._req(_api, *args, **kwargs)
+        wrap = connection._pool._call_wrapper
+        if wrap is not None:  # instrumented: see ConnectionPool._instrument
+            return wrap(connection, _api, args, lambda: self._call(_api, args, kwargs))
+        if _api in _SCANNER_CALLS:
+            return self._scanner_call(_api, *args, **kwargs)
+        return super()._req(_api, *args, **kwargs)
+
+    def _call(self, _api: str, args: Any, kwargs: Any) -> Any:
         if _api in _SCANNER_CALLS:
             return self._scanner_call(_api, *args, **kwargs)
         return super()._req(_api, *args, **kwargs)

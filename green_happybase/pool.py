@@ -24,7 +24,6 @@ inside a move (hooks, connects, checks), the connection is first put where an
 interruption leaves the books right.
 """
 
-import bisect
 import logging
 import os
 import random
@@ -36,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from . import _green
 from .connection import GreenConnection
 from .errors import ConnectDeadline, ConnectionFailed, PoolClosed, PoolError, PoolExhausted
+from .histogram import Histogram
 from .hosts import HostList
 from .options import DEFAULT_PORT, check_seconds, options_doc, resolve
 from .urls import parse_url
@@ -195,6 +195,9 @@ class ConnectionPool:
                                DEFAULT_PORT)
         self._default_lease = _Lease(self, None)
         self._watch_leases = self._leak_timeout is not None or self._on_checkout is not None
+        self._instrumented = False
+        #: ``wrap(conn, method, args, call)`` around every Thrift call, or None.
+        self._call_wrapper: Optional[Callable[..., Any]] = None
         self._thread: Optional[int] = None  # the OS thread whose hub the pool serves
         self._closed = False
         self._epoch = 0  # bumped in a forked child: what is older is the parent's
@@ -244,8 +247,11 @@ class ConnectionPool:
         self._unreachable_since: Optional[float] = None  # every connect failing since
         self._reconnect_failed_called = False
         self._quiet_leases: Dict[GreenConnection, Any] = {}  # (holder, seqid, since)
-        self._wait_counts = [0] * len(WAIT_BUCKETS)
-        self._wait_sum = 0.0
+        self._waits = Histogram(WAIT_BUCKETS)  # only leases that had to wait
+        # Filled while instrumented (see green_happybase.otel): free when off.
+        self._create_times = Histogram()
+        self._use_times = Histogram()
+        self._operation_times = Histogram()
         for host in self._hosts.hosts:
             host.open = 0
 
@@ -342,6 +348,11 @@ class ConnectionPool:
         ``wait_histogram``            lease waits: ``le`` (bucket bounds in
                                       seconds), ``counts`` (cumulative),
                                       ``sum`` (seconds), ``count``
+        ``create_time_histogram``,    the same shape, filled only while the
+        ``use_time_histogram``,       pool is instrumented
+        ``operation_histogram``       (:func:`green_happybase.otel.instrument`):
+                                      seconds to open a connection, leases
+                                      held, and Thrift calls
         ============================  ==========================================
 
         .. versionadded:: 0.2
@@ -350,13 +361,9 @@ class ConnectionPool:
            ``keepalive_total``
         """
         now = _monotonic()
-        waited = list(self._wait_counts)
         acquired = self._acquired_total
-        waited[0] += acquired - sum(waited)  # leases that did not wait at all
-        cumulative, running = [], 0
-        for count in waited:
-            running += count
-            cumulative.append(running)
+        # Leases that did not wait count as waits of 0 s.
+        waits = self._waits.snapshot(extra_in_first=acquired - self._waits.count)
         return {
             "name": self.name,
             "size": self.size,
@@ -378,8 +385,10 @@ class ConnectionPool:
             "keepalive_total": self._keepalive_total,
             "closed": self._closed,
             "hosts": {h.address: h.stats(now) for h in self._hosts.hosts},
-            "wait_histogram": {"le": list(WAIT_BUCKETS), "counts": cumulative,
-                               "sum": self._wait_sum, "count": acquired},
+            "wait_histogram": waits,
+            "create_time_histogram": self._create_times.snapshot(),
+            "use_time_histogram": self._use_times.snapshot(),
+            "operation_histogram": self._operation_times.snapshot(),
         }
 
     def drain(self) -> None:
@@ -567,8 +576,7 @@ class ConnectionPool:
                                   if not at_once else "timeout=0 does not wait")
         item = self._waiters.wait(deadline)
         waited = _monotonic() - started
-        self._wait_counts[bisect.bisect_left(WAIT_BUCKETS, waited)] += 1
-        self._wait_sum += waited
+        self._waits.observe(waited)
         if isinstance(item, Signal) and item is not FORKED:
             if item is CLOSED:
                 raise PoolClosed("pool %s was closed while waiting" % self.name)
@@ -674,6 +682,8 @@ class ConnectionPool:
                      self.name, conn.address)
 
     def _end_lease(self, me: Any, conn: GreenConnection) -> None:
+        if self._instrumented:
+            self._use_times.observe(_monotonic() - conn._leased_at)
         del self._leases[me]
         conn._owner = None
         if self._closed:
@@ -829,6 +839,7 @@ class ConnectionPool:
                                           % host.address, ConnectDeadline)
                 if limit is None or remaining < limit:
                     timer = _green.Timeout.start_new(remaining)
+            attempt = _monotonic()
             try:
                 conn._connect(host.host, host.port, limit)
             except BaseException as error:
@@ -846,6 +857,8 @@ class ConnectionPool:
             finally:
                 if timer is not None:
                     timer.close()
+            if self._instrumented:
+                self._create_times.observe(_monotonic() - attempt)
             self._hosts.succeeded(host)
             self._unreachable_since = None
             self._reconnect_failed_called = False
@@ -892,6 +905,25 @@ class ConnectionPool:
         conn._in_call = False
 
     # -- helpers ---------------------------------------------------------------
+
+    def _instrument(self, wrap: Optional[Callable[..., Any]] = None) -> None:
+        """Time connects, leases and calls into ``stats()``; *wrap* each call.
+
+        *wrap* is ``wrap(conn, method, args, call)`` and must return
+        ``call()``'s result (an OpenTelemetry span, say). Costs nothing until
+        called: see :func:`green_happybase.otel.instrument`.
+        """
+        operation_times = self._operation_times
+
+        def timed(conn: GreenConnection, method: str, args: Any, call: Any) -> Any:
+            started = _monotonic()
+            try:
+                return wrap(conn, method, args, call) if wrap else call()
+            finally:
+                operation_times.observe(_monotonic() - started)
+
+        self._instrumented = self._watch_leases = True
+        self._call_wrapper = timed
 
     def _close_idle(self, reason: str) -> Optional[BaseException]:
         """Discard every idle connection; the first hook interruption, if any."""
