@@ -1,9 +1,9 @@
 """A gevent web crawler that stores every page it fetches in HBase.
 
-::
+From the repository root::
 
-    python crawler.py http://127.0.0.1:8000/ --hbase 'hbase://localhost:9090/?size=8' \\
-        --concurrency 20 --max-pages 1000
+    .venv/bin/python examples/crawler.py http://127.0.0.1:8000/ \\
+        --hbase 'hbase://localhost:9090/?size=8' --concurrency 20 --max-pages 1000
 
 A ``gevent.pool.Pool`` of fetchers takes URLs from a queue, downloads them,
 and writes each page to the ``pages`` table (row key: the URL; columns
@@ -13,24 +13,26 @@ outnumber the pool's connections: each holds one only while it writes.
 
 The pool needs no monkey-patching; urllib does, to fetch concurrently.
 """
+# Patching comes first, before anything imports ssl (thriftpy2 does), so
+# every import below it is deliberately late:
+# ruff: noqa: E402
 from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
-from html.parser import HTMLParser  # noqa: E402
-from typing import List, Optional, Set  # noqa: E402
-from urllib.parse import urldefrag, urljoin, urlsplit  # noqa: E402
+import argparse
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from html.parser import HTMLParser
+from urllib.parse import urldefrag, urljoin, urlsplit
 
-from gevent.pool import Pool  # noqa: E402
-from gevent.queue import JoinableQueue  # noqa: E402
+from gevent.pool import Pool
+from gevent.queue import JoinableQueue
 
-import green_happybase  # noqa: E402
+import green_happybase
 
 TABLE = "pages"
 log = logging.getLogger("crawler")
@@ -39,14 +41,14 @@ log = logging.getLogger("crawler")
 class _LinkParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
-        self.links: List[str] = []
+        self.links: list[str] = []
 
-    def handle_starttag(self, tag: str, attrs: list) -> None:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             self.links.extend(value for name, value in attrs if name == "href" and value)
 
 
-def links_in(page_url: str, html: str) -> List[str]:
+def links_in(page_url: str, html: str) -> list[str]:
     """Absolute URLs, without fragments, of the ``<a href>`` links in *html*."""
     parser = _LinkParser()
     parser.feed(html)
@@ -64,8 +66,8 @@ class Crawler:
         self.concurrency = concurrency
         self.max_pages = max_pages
         self.timeout = timeout
-        self.queue: JoinableQueue = JoinableQueue()
-        self.seen: Set[str] = set()
+        self.queue: JoinableQueue[str] = JoinableQueue()
+        self.seen: set[str] = set()
         self.stored = 0
         self.broken = 0  # links answered with an HTTP error
         self.errors = 0  # pages that could not be fetched or stored
@@ -127,7 +129,7 @@ class Crawler:
             fetchers.kill()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("start_url", help="where to start, e.g. http://127.0.0.1:8000/")
     parser.add_argument("--hbase", default=os.environ.get(green_happybase.config.ENV_URL),

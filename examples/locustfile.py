@@ -1,15 +1,22 @@
 """Load-test HBase with locust, through one green_happybase pool per process.
 
-::
+From the repository root::
 
-    locust -f locustfile.py --headless -u 50 -r 10 -t 1m \\
+    .venv/bin/locust -f examples/locustfile.py --headless -u 50 -r 10 -t 1m \\
         --host 'hbase://localhost:9090/?size=20'
 
 The host is an ``hbase://`` URL (see ``green_happybase.config.parse_url``);
 without ``--host``, ``GREEN_HAPPYBASE_URL`` is used. Every HBase call is
 reported through locust's ``request`` event, so its statistics, percentiles
-and failure counts cover HBase like HTTP. A read that returns another row's
-value counts as a failure.
+and failure counts cover HBase like HTTP: a connection that cannot be made
+(``ConnectionFailed``), a pool with no connection to spare
+(``PoolExhausted``), a socket or Thrift error, and a read that returns
+another row's value all count as failures.
+
+If HBase cannot be used when the run starts (unreachable, wrong transport or
+protocol, malformed URL), the setup is reported as one failed ``setup``
+request and the run stops at once with the reason in the log, instead of
+running its whole time without a request.
 
 Locust's users are greenlets: they share the pool, each holding a connection
 only for the length of one call. When the run ends, locust kills users
@@ -17,10 +24,11 @@ mid-call; the pool discards those half-used connections.
 """
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from locust import User, between, events, task
-from locust.exception import StopUser
+from locust.exception import StopTest, StopUser
 from locust.runners import MasterRunner
 
 import green_happybase
@@ -49,10 +57,7 @@ class HBaseClient:
             length = _size(result)
         except Exception as error:  # a failed request; kills pass through
             exception = error
-        self._request.fire(
-            request_type="hbase", name=name,
-            response_time=(time.perf_counter() - start) * 1000.0,
-            response_length=length, exception=exception, context={})
+        _report(self._request, name, start, length, exception)
         return result
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -68,6 +73,15 @@ class HBaseClient:
 
     def scan(self, prefix: bytes, limit: int) -> None:
         self._call("scan", lambda table: list(table.scan(row_prefix=prefix, limit=limit)))
+
+
+def _report(request_event: Any, name: str, start: float, length: int,
+            exception: Exception | None) -> None:
+    """Tell locust about one HBase request begun at *start* (``perf_counter``)."""
+    request_event.fire(
+        request_type="hbase", name=name,
+        response_time=(time.perf_counter() - start) * 1000.0,
+        response_length=length, exception=exception, context={})
 
 
 def _size(result: Any) -> int:
@@ -88,10 +102,17 @@ def _build_pool(environment: Any, **kwargs: Any) -> None:
     if not url:
         raise SystemExit("give --host hbase://HOST:PORT/?size=N or set %s"
                          % green_happybase.config.ENV_URL)
-    pool = green_happybase.configure(url, name="locust")
-    with pool.connection() as conn:
-        if TABLE.encode() not in conn.tables():
-            conn.create_table(TABLE, {"d": {"max_versions": 1}})
+    start = time.perf_counter()
+    try:
+        pool = green_happybase.configure(url, name="locust")
+        with pool.connection() as conn:
+            if TABLE.encode() not in conn.tables():
+                conn.create_table(TABLE, {"d": {"max_versions": 1}})
+    except Exception as error:
+        _report(environment.events.request, "setup", start, 0, error)
+        # StopTest ends the whole run; locust logs this message as an error.
+        raise StopTest("cannot use HBase, stopping the run: %s: %s"
+                       % (type(error).__name__, error)) from None
 
 
 @events.test_stop.add_listener

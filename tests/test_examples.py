@@ -1,8 +1,9 @@
 """The examples run for real: gunicorn -k gevent, locust --headless, the crawler.
 
-Each one talks to the embedded HBase server started as a child process
-(``python -m green_happybase.testing``), on 127.0.0.1 only, bounded in time and
-requests. Every child runs in its own session and is killed with its whole
+Each runs as the README's recipe does, from the repository root, and talks to
+the embedded HBase server started as a child process (``python -m
+green_happybase.testing``), on 127.0.0.1 only, bounded in time and requests.
+Every child runs in its own session and is killed with its whole
 process group if a test fails.
 """
 
@@ -24,7 +25,6 @@ from gevent.threadpool import ThreadPool
 from green_happybase import ConnectionPool
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent
 
 
@@ -117,14 +117,19 @@ def child_env(**extra):
     return env
 
 
-@pytest.fixture
-def hbase_address(children):
-    """``HOST:PORT`` of the embedded HBase server run as a CLI child process."""
+def start_hbase(children, *options):
+    """The embedded HBase server run as a CLI child process, and its ``HOST:PORT``."""
     child = Child([sys.executable, "-m", "green_happybase.testing", "--host", "127.0.0.1",
-                   "--port", "0"], env=child_env())
+                   "--port", "0", *options], env=child_env())
     children.append(child)
     assert child.wait_for("listening on ", timeout=30), child.output
-    address = child.lines[0].split("listening on ", 1)[1].strip()
+    return child, child.lines[0].split("listening on ", 1)[1].strip()
+
+
+@pytest.fixture
+def hbase_address(children):
+    """``HOST:PORT`` of the embedded HBase server, stopped cleanly at teardown."""
+    child, address = start_hbase(children)
     yield address
     assert child.stop() == 0, child.output
 
@@ -146,18 +151,20 @@ def pid_alive(pid):
 # -- gunicorn ------------------------------------------------------------------
 
 
-def start_gunicorn(children, url, preload, attempts=3):
-    """gunicorn -k gevent -w 2 on a free port, retried on a port conflict."""
+def start_gunicorn(children, url, preload=False, workers=2, attempts=3):
+    """The README's recipe, run from the repository root, on a free port.
+
+    Retried on a port conflict.
+    """
     for _ in range(attempts):
         port = free_port()
-        argv = [BIN / "gunicorn", "-c", EXAMPLES / "gunicorn" / "gunicorn.conf.py",
-                "-k", "gevent", "-w", "2", "--no-control-socket",
-                "-b", "127.0.0.1:%d" % port, "--chdir", EXAMPLES / "gunicorn"]
+        argv = [BIN / "gunicorn", "-c", "examples/gunicorn/gunicorn.conf.py",
+                "--no-control-socket", "-w", str(workers), "-b", "127.0.0.1:%d" % port]
         if preload:
             argv.append("--preload")
-        child = Child(argv + ["app:application"], env=child_env(GREEN_HAPPYBASE_URL=url))
+        child = Child(argv, env=child_env(GREEN_HAPPYBASE_URL=url), cwd=ROOT)
         children.append(child)
-        if child.wait_for(": pool default ready", count=2, timeout=60):
+        if child.wait_for(": pool default ready", count=workers, timeout=60):
             return child, port
         if child.proc.poll() is None:
             child.kill()
@@ -219,22 +226,72 @@ def test_gunicorn_gevent_workers_answer_every_request_with_its_own_row(
     assert gunicorn.stop(timeout=30) == 0, gunicorn.output
     assert "Shutting down: Master" in gunicorn.output
     assert not [pid for pid in worker_pids if pid_alive(pid)], "worker left running"
+    if not preload:
+        # The master never imports ssl (nor thriftpy2): nothing to warn about.
+        assert "MonkeyPatchWarning" not in gunicorn.output, gunicorn.output
+
+
+def test_gunicorn_app_stores_keys_as_the_bytes_of_the_url(children, hbase_address):
+    """A percent-escaped key is stored as its bytes, UTF-8 or not, never encoded twice.
+
+    WSGI gives the path as latin-1 text; encoding it as UTF-8 turned
+    ``caf%C3%A9`` into the row ``b"caf\\xc3\\x83\\xc2\\xa9"``.
+    """
+    url = "hbase://%s/?size=2&acquire_timeout=10&timeout=10000" % hbase_address
+    gunicorn, port = start_gunicorn(children, url, workers=1)
+    keys = {"caf%C3%A9": b"caf\xc3\xa9", "%FF%00bin": b"\xff\x00bin",
+            "%E2%9C%93/ok": b"\xe2\x9c\x93/ok"}
+
+    def roundtrip():
+        answers = {}
+        for path in keys:
+            value = ("value of %s" % path).encode()
+            answers[path] = (value, request(port, "PUT", "/kv/" + path, value)[0],
+                             request(port, "GET", "/kv/" + path)[:2])
+        return answers
+
+    threads = ThreadPool(1)
+    try:
+        answers = threads.spawn(roundtrip).get(60)
+    finally:
+        threads.kill()
+    for path, (value, put_status, got) in answers.items():
+        assert (put_status, got) == (204, (200, value)), path
+    with ConnectionPool.from_url("hbase://%s/?size=1" % hbase_address) as pool:
+        with pool.table("kv") as table:
+            stored = {key: row[b"d:value"] for key, row in table.scan()}
+    assert stored == {key: answers[path][0] for path, key in keys.items()}
+    assert gunicorn.stop(timeout=30) == 0, gunicorn.output
 
 
 # -- locust --------------------------------------------------------------------
 
 
+def run_locust(children, tmp_path, url, users, duration, json_stats=True):
+    """The README's locust recipe, headless: the child, its exit code, and its stats.
+
+    The stats are locust's JSON totals by request name; without *json_stats*,
+    locust prints its summary and error report instead, and the stats are None.
+    """
+    argv = [BIN / "locust", "-f", "examples/locustfile.py", "--headless", "-u", users,
+            "-r", users, "-t", duration, "--stop-timeout", "0", "--only-summary", "--host", url]
+    if json_stats:
+        argv += ["--json-file", tmp_path / "stats"]
+    locust = Child(argv, env=child_env(), cwd=ROOT)
+    children.append(locust)
+    code = locust.wait(60)
+    if not json_stats:
+        return locust, code, None
+    entries = json.loads((tmp_path / "stats.json").read_text())
+    return locust, code, {entry["name"]: entry for entry in entries}
+
+
 def test_locust_run_reports_hbase_calls_without_failures(children, hbase_address, tmp_path):
     """20 users for 4 s: every call reported, none failed; users die mid-call."""
     url = "hbase://%s/?size=8&acquire_timeout=10" % hbase_address
-    locust = Child([BIN / "locust", "-f", EXAMPLES / "locustfile.py", "--headless",
-                    "-u", "20", "-r", "20", "-t", "4s", "--stop-timeout", "0",
-                    "--only-summary", "--json-file", tmp_path / "stats", "--host", url],
-                   env=child_env(), cwd=tmp_path)
-    children.append(locust)
-    assert locust.wait(60) == 0, locust.output
-    entries = json.loads((tmp_path / "stats.json").read_text())
-    by_name = {entry["name"]: entry for entry in entries}
+    locust, code, by_name = run_locust(children, tmp_path, url, users=20, duration="4s")
+    assert code == 0, locust.output
+    entries = list(by_name.values())
     assert set(by_name) == {"put", "get", "scan"}, entries
     assert all(entry["method"] == "hbase" for entry in entries)
     assert sum(entry["num_requests"] for entry in entries) > 0
@@ -247,6 +304,32 @@ def test_locust_run_reports_hbase_calls_without_failures(children, hbase_address
             rows = sum(1 for _ in table.scan(columns=[b"d:v"], batch_size=1000))
     puts = by_name["put"]["num_requests"]
     assert puts <= rows <= puts + 20, (puts, rows)
+
+
+def test_locust_with_unreachable_hbase_says_so_and_stops_at_once(children, tmp_path):
+    """Nothing listens: one failed ``setup`` request, the reason logged, the run ends.
+
+    Before, every user stopped silently and locust ran its whole time (here
+    two minutes, beyond the child's 60 s limit) with no request at all.
+    """
+    url = "hbase://127.0.0.1:%d/?size=2" % free_port()
+    locust, code, by_name = run_locust(children, tmp_path, url, users=5, duration="120s")
+    assert code == 1, locust.output
+    assert set(by_name) == {"setup"}, by_name
+    assert by_name["setup"]["num_failures"] == 1
+    assert "cannot use HBase, stopping the run: ConnectionFailed" in locust.output
+
+
+def test_locust_reports_pool_exhausted_calls_as_failures(children, tmp_path):
+    """A pool of one that never waits, 10 users, slow replies: PoolExhausted is a failure."""
+    server, address = start_hbase(children, "--latency", "0.02")
+    url = "hbase://%s/?size=1&acquire_timeout=0" % address
+    locust, code, _ = run_locust(children, tmp_path, url, users=10, duration="2s",
+                                 json_stats=False)
+    assert code == 1, locust.output
+    # locust's error report: one line per request name and error.
+    assert locust.count("hbase put: PoolExhausted(") == 1, locust.output
+    assert server.stop() == 0, server.output
 
 
 # -- crawler -------------------------------------------------------------------
@@ -285,10 +368,10 @@ def test_crawler_stores_every_page_of_a_site_once(children, hbase_address):
     web.start()
     try:
         base = "http://127.0.0.1:%d" % web.server_port
-        crawler = Child([sys.executable, EXAMPLES / "crawler.py", base + "/",
+        crawler = Child([sys.executable, "examples/crawler.py", base + "/",
                          "--hbase", "hbase://%s/?size=3" % hbase_address,
                          "--concurrency", "8", "--max-pages", "200", "--timeout", "10"],
-                        env=child_env())
+                        env=child_env(), cwd=ROOT)
         children.append(crawler)
         assert crawler.wait(60) == 0, crawler.output
     finally:
