@@ -76,7 +76,10 @@ _MAX_ROUNDS = 16
 
 
 def new_stats() -> dict[str, Any]:
-    """An empty stats dict for :func:`sasl_accept` and :class:`HttpGateway`."""
+    """An empty stats dict for :func:`sasl_accept` and :class:`HttpGateway`.
+
+    .. versionadded:: 0.2
+    """
     return {"connections": 0, "requests": 0, "auth_failures": 0, "users": {}, "last_user": None}
 
 
@@ -104,6 +107,8 @@ def parse_users(entries: Iterable[str]) -> dict[str, str]:
     """``["alice:secret", ...]`` (the CLI's ``--users``) as a user table.
 
     Errors name the entry's position and user, never its password.
+
+    .. versionadded:: 0.2
     """
     users = {}
     for number, entry in enumerate(entries, 1):
@@ -198,6 +203,8 @@ def check_server_mode(transport: str, protocol: str, auth: ServerAuth | None) ->
     :raises ValueError: SASL (``auth`` over TCP) with framed transport, the
         compact protocol over HTTP, or tokens (HTTP only) as the only
         credentials over TCP
+
+    .. versionadded:: 0.2
     """
     if transport not in ("buffered", "framed", "http"):
         raise ValueError("transport must be one of buffered, framed, http, not %r" % (transport,))
@@ -221,6 +228,8 @@ def tls_accept(sock: Any, context: ssl.SSLContext) -> Any:
 
     :returns: the ``gevent.ssl.SSLSocket``; on failure (or interruption)
         the socket is closed and the error raised
+
+    .. versionadded:: 0.2
     """
     tls = wrap_tls(sock, context, server_side=True)
     try:
@@ -309,6 +318,8 @@ def sasl_accept(sock: Any, auth: ServerAuth, *, stats: dict[str, Any] | None = N
         its ``mechanism.user`` is the authenticated user
     :raises AuthenticationFailed: the client was refused (it was told why,
         with a SASL BAD or ERROR message, before this is raised)
+
+    .. versionadded:: 0.2
     """
     peer = _peer(sock)
     try:
