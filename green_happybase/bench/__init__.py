@@ -1,7 +1,9 @@
-"""The benchmark: ``python -m green_happybase.bench [--host H --port P] [--quick] [--json FILE]``.
+"""The benchmark: ``python -m green_happybase.bench [--quick] [--open-loop] [--json FILE]``.
 
-It compares, in one run and against one server, four ways of getting a
-connection under gevent:
+Closed loop: greenlets that lease, call and loop at once, for lease
+overhead, throughput, client CPU per call, lease waits and correctness
+under ``gevent.Timeout``. It compares, in one run and against one server,
+four ways of getting a connection under gevent:
 
 ``green``
     :class:`green_happybase.ConnectionPool`, in a process that is *not*
@@ -25,8 +27,16 @@ with a lock that serves waiting greenlets in order, as the pool does: gevent's
 locks let a releasing greenlet take the lock straight back, so ``raw`` never
 pays for fairness and starves most of its greenlets.
 
-Every workload of every variant runs in a fresh child process, which reports
-JSON lines on its stdout; see :mod:`green_happybase.bench.runner`.
+Open loop (``--open-loop`` alone): requests arriving at random, each a new
+greenlet making a few gets under a deadline, at fractions of the capacity
+measured first, through ``green_fifo`` and ``green_adaptive`` (the pool with
+each ``queue`` policy), ``happybase``, ``semaphore`` (a
+``gevent.lock.BoundedSemaphore`` over a list of happybase connections, what
+users hand-roll) and ``raw_fifo``; see :func:`.workloads.open_loop`.
+
+Every workload of every variant runs in a fresh child process (the test
+suite's smoke scale groups them per variant), which reports JSON lines on
+its stdout; see :mod:`green_happybase.bench.runner`.
 """
 
 __all__: list[str] = []

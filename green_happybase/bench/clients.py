@@ -9,7 +9,7 @@ also takes a timeout in seconds, and raises ``happybase.NoConnectionsAvailable``
 """
 
 import contextlib
-import inspect
+import functools
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,9 +37,15 @@ Address = tuple[str, int]
 Lease = Callable[[], Any]
 
 
+@functools.cache
 def _has_queue_policies() -> bool:
     """Whether this version of the pool takes a ``queue`` policy."""
-    return "queue" in inspect.signature(ConnectionPool).parameters
+    try:
+        # No socket: the options are checked before anything connects.
+        ConnectionPool(1, queue="fifo", autoconnect=False).close()
+    except TypeError:
+        return False
+    return True
 
 
 def unavailable(variant: str) -> str | None:

@@ -15,8 +15,7 @@ from typing import Any
 import gevent
 import happybase
 
-import green_happybase
-
+from .._version import __version__
 from .clients import OPEN_VARIANTS, VARIANTS, unavailable
 from .runner import BenchError, run_variant
 from .scale import INTERRUPT, POINTS, WAIT_POINT, OpenLoop, Scale
@@ -53,7 +52,7 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "gevent": gevent.__version__,
         "happybase": happybase.__version__,
-        "green_happybase": green_happybase.__version__,
+        "green_happybase": __version__,
         "platform": platform.platform(),
         # Other work on the machine skews ops/s more than CPU time per call.
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
