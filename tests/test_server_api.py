@@ -762,3 +762,179 @@ def test_counter_on_a_value_that_is_not_a_long(conn: happybase.Connection,
     assert table.row(b"r") == {b"cf:n": b"12"}
     assert_usable(conn)
 
+
+
+# Where the server once differed from HBase 2's gateway (each checked against
+# HBase's source: ThriftHBaseServiceHandler, libthrift's ProcessFunction,
+# TimeRange, HRegion).
+
+
+def internal_error(method: str) -> str:
+    """libthrift's whole answer to an exception HBase's handler lets escape."""
+    return "Internal error processing %s" % method
+
+
+def assert_internal_error(call: Any, method: str) -> None:
+    with pytest.raises(TApplicationException) as info:
+        call()
+    assert info.value.type == TApplicationException.INTERNAL_ERROR
+    assert info.value.message == internal_error(method).encode()
+
+
+def test_negative_timestamps_on_reads_are_internal_errors(
+        conn: happybase.Connection, ten_rows: happybase.Table) -> None:
+    """``TimeRange(0, ts)`` refuses a negative ts with an exception the
+    gateway does not catch, on every read that takes a timestamp."""
+    t, client, name = ten_rows, conn.client, ten_rows.name
+    for call, method in [
+        (lambda: t.cells(b"row1", b"cf:a", timestamp=-1), "getVerTs"),
+        (lambda: t.row(b"row1", timestamp=-1), "getRowWithColumnsTs"),
+        (lambda: t.rows([b"row1"], timestamp=-1), "getRowsWithColumnsTs"),
+        (lambda: list(t.scan(timestamp=-1)), "scannerOpenWithScan"),
+        (lambda: client.getRowTs(name, b"row1", -1, {}), "getRowTs"),
+        (lambda: client.getRowsTs(name, [b"row1"], -1, {}), "getRowsTs"),
+        (lambda: client.scannerOpenTs(name, b"", [], -1, {}), "scannerOpenTs"),
+        (lambda: client.scannerOpenWithStopTs(name, b"", b"z", [], -1, {}),
+         "scannerOpenWithStopTs"),
+        (lambda: client.getRowWithColumnsTs(b"missing", b"r", [], -1, {}),
+         "getRowWithColumnsTs"),  # checked before the table is looked up
+    ]:
+        assert_internal_error(call, method)
+        assert_usable(conn)
+    assert t.row(b"row1", timestamp=0) == {}
+
+
+def test_empty_mutations_reach_no_table(conn: happybase.Connection,
+                                        table: happybase.Table) -> None:
+    """Nothing to send is OK, even for a missing or disabled table."""
+    client = conn.client
+    conn.disable_table("t")
+    for name in (raw_name(conn, "missing"), table.name):
+        client.mutateRow(name, b"r", [], {})
+        client.mutateRowTs(name, b"r", [], 5, {})
+        client.mutateRows(name, [BatchMutation(row=b"r", mutations=[])], {})
+        client.mutateRowsTs(name, [], 5, {})
+        # A put of a whole family is dropped (with a warning): nothing is sent.
+        client.mutateRow(name, b"r", [Mutation(column=b"cf", value=b"v")], {})
+        conn.table("missing").put(b"r", {})  # happybase's put: mutateRows
+    with pytest.raises(HBaseIOError) as info:
+        client.mutateRow(table.name, b"r", [Mutation(column=b"cf:a", value=b"v")], {})
+    assert b"TableNotEnabledException" in info.value.message
+    # The row and the timestamp are still checked.
+    with pytest.raises(IllegalArgument):
+        client.mutateRow(raw_name(conn, "missing"), b"", [], {})
+    with pytest.raises(IllegalArgument):
+        client.mutateRowTs(raw_name(conn, "missing"), b"r", [], -1, {})
+
+
+def test_illegal_table_names_on_writes_are_illegal_argument(
+        conn: happybase.Connection) -> None:
+    """The gateway catches ``TableName.valueOf``'s exception on these writes."""
+    client = conn.client
+    put = Mutation(column=b"cf:a", value=b"v")
+    for call in (
+        lambda: client.mutateRow(b"bad name", b"r", [put], {}),
+        lambda: client.mutateRowTs(b"bad name", b"r", [], 5, {}),
+        lambda: client.mutateRows(b"bad name", [BatchMutation(row=b"r", mutations=[put])], {}),
+        lambda: client.mutateRowsTs(b"bad name", [], 5, {}),
+        lambda: client.checkAndPut(b"bad name", b"r", b"cf:a", None, put, {}),
+        lambda: conn.table("bad name").put(b"r", {b"cf:a": b"v"}),
+    ):
+        with pytest.raises(IllegalArgument) as info:
+            call()
+        assert info.value.message.startswith(b"java.lang.IllegalArgumentException: Illegal")
+        assert_usable(conn)
+    # Elsewhere the exception escapes the handler.
+    assert_internal_error(lambda: conn.table("bad name").row(b"r"), "getRowWithColumns")
+
+
+def test_scanner_get_list_counts(conn: happybase.Connection, ten_rows: happybase.Table) -> None:
+    client = conn.client
+    sid = client.scannerOpenWithScan(ten_rows.name, TScan(), {})
+    assert client.scannerGetList(sid, 0) == []
+    assert_internal_error(lambda: client.scannerGetList(sid, -1), "scannerGetList")
+    assert [r.row for r in client.scannerGetList(sid, 2)] == [b"row0", b"row1"]
+    client.scannerClose(sid)
+
+
+def test_check_and_put_treats_empty_and_absent_alike(conn: happybase.Connection,
+                                                     table: happybase.Table) -> None:
+    """As ``HRegion.checkAndMutate``: a null or empty expected value matches
+    a missing cell and a cell holding an empty value."""
+    client, name = conn.client, table.name
+    assert client.checkAndPut(name, b"r", b"cf:a", b"", Mutation(column=b"cf:b",
+                                                                  value=b"1"), {}) is True
+    table.put(b"r", {b"cf:a": b""})
+    assert client.checkAndPut(name, b"r", b"cf:a", b"", Mutation(column=b"cf:b",
+                                                                  value=b"2"), {}) is True
+    assert client.checkAndPut(name, b"r", b"cf:a", None, Mutation(column=b"cf:b",
+                                                                   value=b"3"), {}) is True
+    table.put(b"r", {b"cf:a": b"x"})
+    for expected in (b"", None):
+        assert client.checkAndPut(name, b"r", b"cf:a", expected, Mutation(
+            column=b"cf:b", value=b"4"), {}) is False
+    assert table.row(b"r") == {b"cf:a": b"x", b"cf:b": b"3"}
+
+
+def test_zero_increment_writes_the_counter(table: happybase.Table) -> None:
+    """HBase 2's region server writes every increment's sum, even of 0."""
+    assert table.counter_inc(b"r", b"cf:n", 0) == 0
+    assert table.row(b"r") == {b"cf:n": struct.pack(">q", 0)}
+    table.counter_set(b"r", b"cf:n", 5)
+    assert table.counter_inc(b"r", b"cf:n", 0) == 5
+    # A new version, newest first: the 0 increment's, counter_set's, the first.
+    assert table.cells(b"r", b"cf:n") == [struct.pack(">q", n) for n in (5, 5, 0)]
+
+
+def test_region_info_of_the_empty_row_is_the_last_region(conn: happybase.Connection) -> None:
+    """A reverse scan of hbase:meta from the empty row starts at its end."""
+    conn.create_table("a", {"cf": {}})
+    conn.create_table("b", {"cf": {}})
+    client = conn.client  # the server is shared: other tests' tables count too
+    regions = [r.name for name in client.getTableNames() for r in client.getTableRegions(name)]
+    assert client.getRegionInfo(b"").name == max(regions)
+    with pytest.raises(HBaseIOError):
+        conn.client.getRegionInfo(b"\x00")
+
+
+def test_internal_errors_name_only_the_method(conn: happybase.Connection,
+                                             table: happybase.Table) -> None:
+    """libthrift answers an escaped exception with its method name only."""
+    assert_internal_error(lambda: table.row(b""), "getRowWithColumns")
+    assert_internal_error(lambda: table.put(b"r", {b"cf": b"family only"}), "mutateRows")
+    assert_internal_error(lambda: conn.create_table("bad name", {"cf": {}}), "createTable")
+    assert_internal_error(
+        lambda: conn.client.increment(TIncrement(table=table.name, row=b"", column=b"cf:a")),
+        "increment")
+
+
+@pytest.mark.parametrize("text", ["(" * 5000, "(" * 5000 + "PrefixFilter('a')" + ")" * 5000,
+                                  "SKIP " * 5000 + "PrefixFilter('a')",
+                                  " OR ".join(["PrefixFilter('a')"] * 2000),
+                                  "PrefixFilter('%s')" % ("a" * 70000)])
+def test_deep_long_or_repeated_filter_strings_are_io_errors(
+        filter_rows: happybase.Table, conn: happybase.Connection, text: str) -> None:
+    with pytest.raises(HBaseIOError) as info:
+        list(filter_rows.scan(filter=text))
+    assert b"embedded HBase server" in info.value.message
+    assert_usable(conn)
+
+
+def test_regex_comparators_follow_java(filter_rows: happybase.Table) -> None:
+    """DOTALL, ASCII classes, bytes read as ISO-8859-1, and a pattern that
+    backtracks exponentially in ``re`` answered at once."""
+    t = filter_rows
+    t.put(b"k4", {b"cf:a": b"a" * 27 + b"b", b"cf:b": b"line\nbreak", b"cg:x": b"\xe9t\xe9"})
+    t.put(b"k5", {b"cf:a": b"a" * 28})
+
+    def values(pattern: str) -> List[bytes]:
+        # Bytes: thriftpy2's compact protocol writes a str's length in characters.
+        text = ("ValueFilter(=, 'regexstring:%s')" % pattern).encode("utf-8")
+        return [v for _, row in t.scan(filter=text) for v in row.values()]
+
+    assert values("^(a+)+$") == [b"a" * 28]
+    assert values("line.break") == [b"line\nbreak"]
+    assert values("^\\w+$") == [b"banana", b"1", b"x1", b"apple", b"2", b"x2", b"3",
+                                b"a" * 27 + b"b", b"a" * 28]
+    assert values("\u00e9t") == [b"\xe9t\xe9"]
+    assert values(".*an.*") == [b"banana"]

@@ -4,6 +4,7 @@ fault injection, subprocess mode, CLI and pytest fixtures.
 In-process servers are reached by happybase.Connection over gevent sockets
 (the ``green`` fixture); subprocess servers by plain blocking happybase.
 """
+import io
 import os
 import re
 import select
@@ -18,11 +19,17 @@ import gevent
 import gevent.socket
 import happybase
 import pytest
+import thriftpy2
 from gevent.event import Event
-from Hbase_thrift import AlreadyExists, Hbase
-from thriftpy2.protocol import TCompactProtocol, TCyBinaryProtocol
-from thriftpy2.thrift import TApplicationException, TMessageType
-from thriftpy2.transport import TCyBufferedTransport, TCyMemoryBuffer, TSocket
+from Hbase_thrift import AlreadyExists, ColumnDescriptor, Hbase, Mutation
+from thriftpy2.protocol import TBinaryProtocol, TCompactProtocol, TCyBinaryProtocol
+from thriftpy2.thrift import TApplicationException, TClient, TMessageType
+from thriftpy2.transport import (
+    TCyBufferedTransport,
+    TCyFramedTransport,
+    TCyMemoryBuffer,
+    TSocket,
+)
 
 from green_happybase.testing import HBaseServer
 from green_happybase.testing.surface import HBaseHandler
@@ -98,6 +105,27 @@ def raw_call(sock, protocol, name, seqid, args):
     return rname, rtype, rseqid, payload
 
 
+# The part of HBase 2's IDL that happybase's lacks.
+GATEWAY = thriftpy2.load_fp(io.StringIO(
+    "enum TThriftServerType { ONE = 1, TWO = 2 }\n"
+    "service Gateway { TThriftServerType getThriftServerType() }"),
+    module_name="test_gateway_thrift")
+
+
+def raw_client(server, service=Hbase, strict=True):
+    """thriftpy2's own client on a gevent socket; ``strict=False`` sends
+    old-style binary messages (no version header)."""
+    sock = _GreenTSocket(server.host, server.port, socket_timeout=TIMEOUT_MS)
+    transport = (TCyFramedTransport if server.transport == "framed" else TCyBufferedTransport)(sock)
+    transport.open()
+    if server.protocol == "compact":
+        protocol = TCompactProtocol(transport, decode_response=False)
+    else:
+        protocol = TBinaryProtocol(transport, strict_read=strict, strict_write=strict,
+                                   decode_response=False)
+    return TClient(service, protocol), transport
+
+
 def closed_by_server(sock):
     """True once the server has closed ``sock`` (read gives EOF or a reset)."""
     sock.settimeout(10)
@@ -144,6 +172,7 @@ def test_reply_echoes_method_name_and_sequence_id(protocol):
         reply = raw_call(sock, protocol, "noSuchMethod", 7, Hbase.getTableNames_args())
         assert reply[:3] == ("noSuchMethod", TMessageType.EXCEPTION, 7)
         assert reply[3].type == TApplicationException.UNKNOWN_METHOD
+        assert reply[3].message == b"Invalid method name: 'noSuchMethod'"
         reply = raw_call(sock, protocol, "getTableNames", 2**31 - 1, Hbase.getTableNames_args())
         assert reply[:3] == ("getTableNames", TMessageType.REPLY, 2**31 - 1)
         sock.close()
@@ -166,6 +195,44 @@ def test_handler_crash_becomes_a_reply_and_the_connection_lives(green, monkeypat
         assert server.stats()["connections"] == 1
         conn.close()
     assert any("getTableNames" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("transport", ["buffered", "framed"])
+def test_old_style_binary_messages_are_served(transport):
+    """HBase's TBinaryProtocol.Factory() reads messages without a version
+    header (strict_read=False) and answers with strict ones."""
+    with HBaseServer(transport=transport) as server:
+        client, trans = raw_client(server, strict=False)
+        client.createTable(b"t", [ColumnDescriptor(name=b"cf:")])
+        client.mutateRow(b"t", b"r", [Mutation(column=b"cf:c", value=b"v")], {})
+        (row,) = client.getRow(b"t", b"r", {})
+        assert row.columns[b"cf:c"].value == b"v"
+        assert client.getTableNames() == [b"t"]
+        trans.close()
+
+
+@pytest.mark.parametrize("transport,protocol", COMBINATIONS)
+def test_get_thrift_server_type_answers_one(transport, protocol):
+    with HBaseServer(transport=transport, protocol=protocol) as server:
+        client, trans = raw_client(server, GATEWAY.Gateway)
+        assert client.getThriftServerType() == GATEWAY.TThriftServerType.ONE == 1
+        trans.close()
+
+
+def test_server_type_two_pretends_to_be_a_thrift2_gateway():
+    """It answers TWO, and Thrift1 calls as a Thrift2 gateway does: unknown."""
+    with HBaseServer(server_type="two") as server:
+        client, trans = raw_client(server, GATEWAY.Gateway)
+        assert client.getThriftServerType() == GATEWAY.TThriftServerType.TWO == 2
+        trans.close()
+        client, trans = raw_client(server)
+        with pytest.raises(TApplicationException) as info:
+            client.getTableNames()
+        assert info.value.type == TApplicationException.UNKNOWN_METHOD
+        assert info.value.message == b"Invalid method name: 'getTableNames'"
+        trans.close()
+    with pytest.raises(ValueError, match="server_type"):
+        HBaseServer(server_type="three")
 
 
 # Many clients, bad clients
