@@ -34,7 +34,7 @@ PATCHED = frozenset(["happybase", "per_request", "raw_patched", "semaphore"])
 _POLICIES = {"green_fifo": "fifo", "green_adaptive": "adaptive"}
 
 Address = tuple[str, int]
-Lease = Callable[[], Any]
+Lease = Callable[..., Any]
 
 
 @functools.cache
