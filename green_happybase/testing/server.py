@@ -70,7 +70,9 @@ _FORWARDED_ERRORS = {"ValueError": ValueError, "TypeError": TypeError}
 
 
 def _pause() -> None:
-    gevent.sleep(0)
+    # Not sleep(0): that runs the greenlets already scheduled but may skip
+    # polling sockets and timers; a tiny timer makes the hub do both.
+    gevent.sleep(0.0001)
 
 
 class _Options:
