@@ -7,31 +7,35 @@ THRIFTPY2_MIN := $(shell sed -n 's/^ *"thriftpy2>=\([0-9.]*\)".*/\1/p' pyproject
 
 .PHONY: test test-min demo bench-quick clean
 
-# python-gssapi (the kerberos-test extra) builds from source against
-# libkrb5-dev, whose krb5-config must be on PATH; without it the Kerberos
-# tests skip themselves.
-$(BIN)/.installed: pyproject.toml setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+# $(call install,VENV[,PIP_ARGS]): VENV with the package editable and its test
+# extra. python-gssapi (the kerberos-test extra) builds from source against
+# libkrb5-dev, whose krb5-config must be on PATH; without it the Kerberos tests
+# skip themselves.
+define install
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -q --upgrade pip
+	$(1)/bin/pip install -q -e '.[test]' $(2)
 	if command -v krb5-config >/dev/null; then \
-		$(BIN)/pip install -q -e '.[test,kerberos-test]'; \
+		$(1)/bin/pip install -q -e '.[test,kerberos-test]' $(2); \
 	else \
 		echo "Kerberos tests will be skipped: install krb5-kdc krb5-admin-server libkrb5-dev"; \
 	fi
+endef
+
+$(BIN)/.installed: pyproject.toml setup.py
+	$(call install,$(VENV))
 	touch $@
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
-# The lint, type and packaging checks judge the source, not thriftpy2's
-# release (old ones ship no type hints): they run in `make test` only.
+# thriftpy2 builds from source there (a C compiler is needed). The lint, type
+# and packaging checks judge the source, not thriftpy2's release (old ones
+# ship no type hints): they run in `make test` only.
 $(MIN_VENV)/.installed: pyproject.toml setup.py
 	test -n "$(THRIFTPY2_MIN)" || { echo "no thriftpy2>= bound in pyproject.toml"; exit 1; }
-	$(PYTHON) -m venv $(MIN_VENV)
+	$(call install,$(MIN_VENV),'thriftpy2==$(THRIFTPY2_MIN)')
 	echo '*' > $(MIN_VENV)/.gitignore
-	$(MIN_VENV)/bin/pip install -q --upgrade pip
-	$(MIN_VENV)/bin/pip install -q -e '.[test]' 'thriftpy2==$(THRIFTPY2_MIN)'
 	touch $@
 
 test-min: $(MIN_VENV)/.installed
