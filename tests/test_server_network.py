@@ -524,6 +524,40 @@ def test_cli_prints_its_address_serves_and_exits_cleanly(signum):
             proc.communicate()
 
 
+def test_cli_stops_promptly_on_sigterm():
+    """SIGTERM ends the server at once, even with connections open and a call
+    in flight (typically well under a second; the bound only catches hangs)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "green_happybase.testing", "--port", "0", "--latency", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert select.select([proc.stdout], [], [], 30)[0], "no address printed"
+        port = int(proc.stdout.readline().decode().rpartition(":")[2])
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        busy = socket.create_connection(("127.0.0.1", port), timeout=10)
+        out = TCyMemoryBuffer()
+        oprot = TCyBinaryProtocol(out)
+        oprot.write_message_begin("getTableNames", TMessageType.CALL, 0)
+        Hbase.getTableNames_args().write(oprot)
+        busy.sendall(out.getvalue())  # its reply waits for the 30 s latency
+        busy.settimeout(0.2)
+        with pytest.raises(socket.timeout):
+            busy.recv(1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - started
+        assert proc.returncode == 0, err
+        assert elapsed < 5.0, "took %.1f s to stop" % elapsed
+        idle.close()
+        busy.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 # pytest fixtures
 
 
