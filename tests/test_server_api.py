@@ -11,7 +11,8 @@ import itertools
 import struct
 import time
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, List
+from collections.abc import Iterator
+from typing import Any
 
 import happybase
 import pytest
@@ -20,11 +21,13 @@ from Hbase_thrift import (  # type: ignore[import-not-found]
     BatchMutation,
     ColumnDescriptor,
     IllegalArgument,
-    IOError as HBaseIOError,
     Mutation,
     TAppend,
     TIncrement,
     TScan,
+)
+from Hbase_thrift import (
+    IOError as HBaseIOError,
 )
 from thriftpy2.thrift import TApplicationException
 
@@ -68,7 +71,7 @@ def raw_name(conn: happybase.Connection, name: str = "t") -> bytes:
     return conn.table(name).name
 
 
-def keys(rows: Any) -> List[bytes]:
+def keys(rows: Any) -> list[bytes]:
     return [key for key, _ in rows]
 
 
@@ -727,7 +730,7 @@ def test_errors_for_disabled_tables(conn: happybase.Connection, table: happybase
 
 
 def test_errors_for_bad_descriptors(conn: happybase.Connection) -> None:
-    bad: List[Dict[str, Any]] = [
+    bad: list[dict[str, Any]] = [
         {"cf": {"max_versions": 0}}, {"cf": {"compression": "zip"}},
         {"cf": {"bloom_filter_type": "row"}}, {".cf": {}},
     ]
@@ -755,7 +758,8 @@ def test_errors_for_bad_names_and_rows(conn: happybase.Connection, table: happyb
 def test_counter_on_a_value_that_is_not_a_long(conn: happybase.Connection,
                                                table: happybase.Table) -> None:
     table.put(b"r", {b"cf:n": b"12"})
-    for call in (lambda: table.counter_inc(b"r", b"cf:n"), lambda: table.counter_get(b"r", b"cf:n")):
+    for call in (lambda: table.counter_inc(b"r", b"cf:n"),
+                 lambda: table.counter_get(b"r", b"cf:n")):
         with pytest.raises(HBaseIOError) as info:
             call()
         assert b"Field is not a long, it's 2 bytes wide" in info.value.message
@@ -927,7 +931,7 @@ def test_regex_comparators_follow_java(filter_rows: happybase.Table) -> None:
     t.put(b"k4", {b"cf:a": b"a" * 27 + b"b", b"cf:b": b"line\nbreak", b"cg:x": b"\xe9t\xe9"})
     t.put(b"k5", {b"cf:a": b"a" * 28})
 
-    def values(pattern: str) -> List[bytes]:
+    def values(pattern: str) -> list[bytes]:
         # Bytes: thriftpy2's compact protocol writes a str's length in characters.
         text = ("ValueFilter(=, 'regexstring:%s')" % pattern).encode("utf-8")
         return [v for _, row in t.scan(filter=text) for v in row.values()]

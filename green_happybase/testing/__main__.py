@@ -7,9 +7,9 @@ The gateway's limits take HBase's defaults; ``--idle-timeout``,
 one off), and ``--server-type two`` pretends to be a Thrift2 gateway.
 
 With ``--control`` (used by ``HBaseServer(subprocess=True)``) it also reads
-one JSON request per line on stdin, ``{"method": "set_latency", "args": [0.2]}``, answers each with one
-JSON line on stdout, ``{"result": ...}`` or ``{"error": ..., "type": ...}``,
-and exits when stdin closes.
+one JSON request per line on stdin (``{"method": "set_latency", "args":
+[0.2]}``), answers each with one JSON line on stdout (``{"result": ...}`` or
+``{"error": ..., "type": ...}``), and exits when stdin closes.
 """
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ answers in four ways, and so does the embedded server:
 
 Where the embedded server knowingly answers differently, :func:`deviation`
 builds an ``IOError`` whose message says so.
+
+.. versionadded:: 0.2
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from Hbase_thrift import IOError as HBaseIOError
 from thriftpy2.thrift import TApplicationException
 
 __all__ = [
-    "HBaseIOError", "Unchecked", "binary", "deviation", "illegal_argument", "internal_error", "io_error",
-    "no_such_family", "not_serving_region", "scanner_invalid", "table_not_disabled",
+    "HBaseIOError", "Unchecked", "binary", "deviation", "illegal_argument", "internal_error",
+    "io_error", "no_such_family", "not_serving_region", "scanner_invalid", "table_not_disabled",
     "table_not_enabled", "table_not_found", "unknown_method",
 ]
 

@@ -4,6 +4,8 @@
 (latency, closing connections after some calls); the server reads it on
 every call. The ones that act on sockets (dropping connections, refusing
 connects, stopping) live with the sockets, in :mod:`.server`.
+
+.. versionadded:: 0.2
 """
 from __future__ import annotations
 

@@ -852,8 +852,8 @@ class _Parser:
             raise FilterError("Incorrect Filter String")
         result = self._or()
         if self.pos != len(self.tokens):
-            problem = "Mismatched parenthesis" if self._peek()[0] == ")" else "Incorrect Filter String"
-            raise FilterError(problem)
+            closing = self._peek()[0] == ")"
+            raise FilterError("Mismatched parenthesis" if closing else "Incorrect Filter String")
         return result
 
     def _or(self) -> Filter:

@@ -23,6 +23,8 @@ Java-only syntax (``\\p{Alpha}``, ``\\z``, ``\\Q...\\E``) is refused with a
 :class:`RegexError`. Backreferences, lookaround, atomic groups and possessive
 quantifiers need ``re``; when the bound is too large for them, the search is
 refused with :class:`RegexError` rather than risk the hub.
+
+.. versionadded:: 0.2
 """
 from __future__ import annotations
 
@@ -37,9 +39,9 @@ try:  # Python 3.11+
     from re import _constants as _C  # type: ignore[attr-defined]
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - Python < 3.11
-    import sre_compile as _sre_compile  # type: ignore[no-redef]
-    import sre_constants as _C  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+    import sre_compile as _sre_compile
+    import sre_constants as _C
+    import sre_parse as _sre_parse
 
 __all__ = ["Budget", "BudgetExceeded", "MAX_BACKTRACK", "MAX_PROGRAM", "Pattern", "RegexError"]
 

@@ -15,6 +15,8 @@ refuses: unknown families, values that are not counters, offline regions.
 Nothing here yields except where a :class:`Budget`'s ``pause`` is called:
 between rows of a long batch or scan, and inside ``regexstring:`` matching
 (on a snapshot of the row's cells). So greenlets share a store without locks.
+
+.. versionadded:: 0.2
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ checks arguments in the gateway's order and with its outcome (a caught
 :class:`Processor` turns one decoded request into one encoded reply, the way
 libthrift's processor does, and also answers ``getThriftServerType()``
 (HBase 2's IDL has it, happybase's does not).
+
+.. versionadded:: 0.2
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from . import errors
 from . import filters as _filters
 from .errors import Unchecked
 from .regex import Budget, BudgetExceeded
-from .store import LATEST_TIMESTAMP, Cell, Family, Spec, Store, Table
+from .store import FOREVER, LATEST_TIMESTAMP, Cell, Family, Spec, Store, Table
 
 __all__ = ["HBaseHandler", "Processor", "REGEX_BUDGET", "SERVER_TYPES"]
 
@@ -59,7 +61,6 @@ _COMPRESSIONS = {
     for name in ("NONE", "GZ", "LZO", "SNAPPY", "LZ4", "BZIP2", "ZSTD", "BROTLI")
 }
 _BLOOM_TYPES = frozenset(["NONE", "ROW", "ROWCOL", "ROWPREFIX_FIXED_LENGTH"])
-_FOREVER = 2**31 - 1
 _NAME_CACHE_SIZE = 4096
 
 
@@ -198,7 +199,7 @@ def _family(desc: ColumnDescriptor) -> Family:
     return Family(name=name, max_versions=max_versions, compression=compression,
                   in_memory=bool(desc.inMemory), bloom_filter_type=bloom,
                   block_cache_enabled=bool(desc.blockCacheEnabled),
-                  time_to_live=ttl if 0 < ttl <= _FOREVER else _FOREVER)
+                  time_to_live=ttl if 0 < ttl <= FOREVER else FOREVER)
 
 
 # Results.
@@ -637,7 +638,7 @@ class HBaseHandler:
 class _Method:
     """One callable method: its argument and result structs and its code."""
 
-    def __init__(self, name: str, args: type, result: type, call: Callable[..., Any]) -> None:
+    def __init__(self, name: str, args: Any, result: Any, call: Callable[..., Any]) -> None:
         self.name = name
         self.args = args
         self.result = result

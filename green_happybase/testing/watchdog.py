@@ -14,6 +14,8 @@ request itself with the error :func:`starved_message` words, and closes that
 connection: the blocked client fails at once, naming the way out. A
 connection the thread accepted but that has sent nothing yet goes back to
 the server as soon as its hub runs again.
+
+.. versionadded:: 0.2
 """
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ class HubWatchdog:
         self._beats = 0
         self._running = False
         self._hub: Any = None
-        self._heart: gevent.Greenlet | None = None
+        self._heart: gevent.Greenlet[..., Any] | None = None
 
     def start(self) -> None:
         """Start beating and watching (in the server's hub)."""

@@ -19,7 +19,9 @@ nothing, and hands thriftpy2 only a request that keeps every bound:
   empty structs or empty containers do not.
 
 Walking costs time in proportion to the bytes received, and pauses every
-:data:`_PAUSE_EVERY` values so that other clients are served meanwhile.
+4096 values so that other clients are served meanwhile.
+
+.. versionadded:: 0.2
 """
 from __future__ import annotations
 
@@ -190,7 +192,7 @@ class Inbox:
 
     def _string_b(self, at: int, limit: int = MAX_MESSAGE_BYTES) -> int:
         self._fill(at + 4)
-        size = _I32.unpack_from(self._buf, at)[0]
+        size: int = _I32.unpack_from(self._buf, at)[0]
         if size < 0 or size > limit:
             raise Rejected("string of %d bytes" % size)
         self._fill(at + 4 + size)
