@@ -126,7 +126,7 @@ class _GreenServer:
         self._watchdog = HubWatchdog(self._starved_reply, self._adopt)
         self._clients = Group()
         self._listener: StreamServer | None = None
-        self._relisten: gevent.Greenlet | None = None
+        self._relisten: gevent.Greenlet[..., Any] | None = None
         self._closed = False
         self._accepted = 0
         self._calls = 0
@@ -140,7 +140,7 @@ class _GreenServer:
         self._listener = listener
         self._watchdog.listening(listener.socket.fileno())
 
-    def _spawn_client(self, func: Any, /, *args: Any, **kwargs: Any) -> gevent.Greenlet:
+    def _spawn_client(self, func: Any, /, *args: Any, **kwargs: Any) -> gevent.Greenlet[..., Any]:
         return self._clients.spawn(func, *args, **kwargs)
 
     def _unlisten(self) -> None:
@@ -311,7 +311,7 @@ class _ChildServer:
         self.host = host
         self.port = port
         self._args = ["--transport", transport, "--protocol", protocol] + options.argv()
-        self._proc: gevent.subprocess.Popen | None = None
+        self._proc: gevent.subprocess.Popen[bytes] | None = None
         self._stdin: Any = None
         self._stdout: Any = None
         self._stderr: Any = None
@@ -534,7 +534,8 @@ class HBaseServer:
     @property
     def pid(self) -> int | None:
         """The child's process id in subprocess mode, else ``None``."""
-        return self._server.pid if self.subprocess else None  # type: ignore[no-any-return]
+        pid: int | None = self._server.pid if self.subprocess else None
+        return pid
 
     def __enter__(self) -> HBaseServer:
         self.start()
