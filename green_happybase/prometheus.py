@@ -24,6 +24,9 @@ metric                                              type       from ``pool.stats
 ``green_happybase_pool_discarded_total``            counter    ``discarded_total``
 ``green_happybase_pool_connect_errors_total``       counter    ``connect_errors_total``
 ``green_happybase_pool_wait_seconds``               histogram  ``wait_histogram``
+``green_happybase_pool_create_seconds``             histogram  ``create_time_histogram``
+``green_happybase_pool_use_seconds``                histogram  ``use_time_histogram``
+``green_happybase_pool_operation_seconds``          histogram  ``operation_histogram``
 ``green_happybase_pool_host_open``                  gauge      ``hosts[*]["open"]``
 ``green_happybase_pool_host_connects_total``        counter    ``hosts[*]["connects_total"]``
 ``green_happybase_pool_host_connect_errors_total``  counter    ``hosts[*]["connect_errors_total"]``
@@ -69,6 +72,13 @@ _COUNTERS = (
     ("exhausted_total", "PoolExhausted errors raised."),
     ("discarded_total", "Connections closed by the pool."),
     ("connect_errors_total", "Failed connection attempts."),
+)
+# Filled always (waits), or while the pool is timed (see register()).
+_HISTOGRAMS = (
+    ("wait_seconds", "wait_histogram", "Seconds a lease waited for a connection."),
+    ("create_seconds", "create_time_histogram", "Seconds to open a connection."),
+    ("use_seconds", "use_time_histogram", "Seconds from lease to return."),
+    ("operation_seconds", "operation_histogram", "Seconds per Thrift call."),
 )
 _HOST_GAUGES = (("open", "Connections open to this server."),)
 _HOST_COUNTERS = (
@@ -132,17 +142,16 @@ class PoolCollector(Collector):
             for stats in all_stats:
                 counter.add_metric([stats["name"]], stats[key])
             yield counter
-        histogram = HistogramMetricFamily(
-            _PREFIX + "wait_seconds", "Seconds a lease waited for a connection.",
-            labels=["pool"])
-        for stats in all_stats:
-            waits = stats["wait_histogram"]
-            buckets = [(floatToGoString(le), count)
-                       for le, count in zip(waits["le"], waits["counts"], strict=False)]
-            if not buckets or buckets[-1][0] != "+Inf":
-                buckets.append(("+Inf", waits["count"]))
-            histogram.add_metric([stats["name"]], buckets, waits["sum"])
-        yield histogram
+        for name, key, doc in _HISTOGRAMS:
+            histogram = HistogramMetricFamily(_PREFIX + name, doc, labels=["pool"])
+            for stats in all_stats:
+                figures = stats[key]
+                buckets = [(floatToGoString(le), count)
+                           for le, count in zip(figures["le"], figures["counts"], strict=False)]
+                if not buckets or buckets[-1][0] != "+Inf":
+                    buckets.append(("+Inf", figures["count"]))
+                histogram.add_metric([stats["name"]], buckets, figures["sum"])
+            yield histogram
         for key, doc in _HOST_GAUGES:
             gauge = GaugeMetricFamily(_PREFIX + "host_" + key, doc, labels=["pool", "host"])
             for stats in all_stats:
@@ -163,16 +172,25 @@ _collectors: "weakref.WeakKeyDictionary[CollectorRegistry, PoolCollector]" = \
     weakref.WeakKeyDictionary()
 
 
-def register(pool: "ConnectionPool",
-             registry: CollectorRegistry = REGISTRY) -> PoolCollector:
+def register(pool: "ConnectionPool", registry: CollectorRegistry = REGISTRY, *,
+             timings: bool = True) -> PoolCollector:
     """Export *pool*'s figures through *registry* (default: the global one).
 
     Registering a second pool adds it to the same collector; registering the
     same pool again changes nothing.
 
+    :param timings: also time each connect, lease and Thrift call, for the
+        ``create``, ``use`` and ``operation`` histograms (a few clock reads
+        each; they stay on once started, and
+        :func:`green_happybase.otel.instrument` starts them too)
     :returns: the registry's collector
     :raises ValueError: another open pool of the same name is registered
+
+    .. versionadded:: 0.2
+       *timings*
     """
+    if timings and not pool._instrumented:
+        pool._instrument()
     collector = _collectors.get(registry)
     if collector is None:
         collector = PoolCollector()

@@ -12,10 +12,11 @@ pytest.importorskip("prometheus_client")
 from gevent import monkey  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.utils import floatToGoString  # noqa: E402
 
 from green_happybase import ConnectionFailed, ConnectionPool, PoolExhausted  # noqa: E402
 from green_happybase.prometheus import PoolCollector, register, unregister  # noqa: E402
-from poolkit import make_pool  # noqa: E402
+from poolkit import ROWS, fill_table, make_pool  # noqa: E402
 
 GAUGES = ("size", "open", "idle", "in_use", "waiting")
 COUNTERS = ("acquired_total", "exhausted_total", "discarded_total", "connect_errors_total")
@@ -131,6 +132,64 @@ def test_wait_histogram_counts_every_lease_and_the_wait(hbase_server, registry):
               for le in ("0.001", "0.01", "0.05", "+Inf")}
     # The first lease did not wait, the second waited about 20 ms.
     assert bucket == {"0.001": 1, "0.01": 1, "0.05": 2, "+Inf": 2}
+
+
+def histogram_matches(found, name, pool, figures):
+    """The exported histogram *name* is the pool's *figures*, bucket for bucket."""
+    assert figure(found, name + "_count", pool) == figures["count"]
+    assert figure(found, name + "_sum", pool) == figures["sum"]
+    for le, count in zip(figures["le"], figures["counts"], strict=True):
+        assert figure(found, name + "_bucket", pool, le=floatToGoString(le)) == count
+
+
+def test_connect_use_and_call_histograms_follow_stats(hbase_server, registry):
+    """register() times connects, leases and Thrift calls: the three
+    histograms count each, and are the pool's own figures."""
+    pool = make_pool(hbase_server, size=2, name="timed", autoconnect=False)
+    register(pool, registry)
+    fill_table(pool)  # one lease: a connect, then 22 calls
+    with pool.connection() as conn:
+        conn.tables()
+    found = scrape(registry)
+    stats = pool.stats()
+    for name, key in (("create_seconds", "create_time_histogram"),
+                      ("use_seconds", "use_time_histogram"),
+                      ("operation_seconds", "operation_histogram")):
+        histogram_matches(found, name, pool, stats[key])
+    assert figure(found, "create_seconds_count", pool) == 1
+    assert figure(found, "use_seconds_count", pool) == 2
+    assert figure(found, "operation_seconds_count", pool) == 2 + 1 + ROWS
+    histogram_matches(found, "wait_seconds", pool, stats["wait_histogram"])
+
+
+def test_timings_off_leaves_those_histograms_empty(hbase_server, registry):
+    pool = make_pool(hbase_server, size=1, name="untimed")
+    register(pool, registry, timings=False)
+    with pool.connection() as conn:
+        conn.tables()
+    found = scrape(registry)
+    assert pool._call_wrapper is None
+    for name in ("create_seconds", "use_seconds", "operation_seconds"):
+        assert figure(found, name + "_count", pool) == 0
+        assert figure(found, name + "_bucket", pool, le="+Inf") == 0
+    assert figure(found, "wait_seconds_count", pool) == 1
+
+
+def test_register_keeps_a_call_wrapper_already_installed(hbase_server, registry):
+    """A pool instrumented first (OpenTelemetry's spans) keeps its wrapper."""
+    pool = make_pool(hbase_server, size=1, name="wrapped")
+    seen = []
+
+    def wrap(conn, method, args, call):
+        seen.append(method)
+        return call()
+
+    pool._instrument(wrap)
+    register(pool, registry)
+    with pool.connection() as conn:
+        conn.tables()
+    assert seen == ["getTableNames"]
+    assert figure(scrape(registry), "operation_seconds_count", pool) == 1
 
 
 def test_discards_and_connect_errors_are_counted(hbase_server, registry):
