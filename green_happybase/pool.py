@@ -30,7 +30,8 @@ import random
 import time
 import traceback
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Set
+from collections.abc import Callable
+from typing import Any, cast
 
 from . import _green
 from .connection import GreenConnection
@@ -39,7 +40,7 @@ from .histogram import Histogram
 from .hosts import HostList
 from .options import DEFAULT_PORT, check_seconds, options_doc, resolve
 from .urls import parse_url
-from .waiters import CLOSED, FORKED, TIMED_OUT, Signal, WaitQueue
+from .waiters import CLOSED, FORKED, Signal, WaitQueue
 
 __all__ = ["ConnectionPool"]
 
@@ -73,7 +74,7 @@ class _Lease:
 
     __slots__ = ("_pool", "_timeout")
 
-    def __init__(self, pool: "ConnectionPool", timeout: Optional[float]) -> None:
+    def __init__(self, pool: "ConnectionPool", timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
 
@@ -97,8 +98,8 @@ class _PrefixedLease(_Lease):
 
     __slots__ = ("_prefix",)
 
-    def __init__(self, pool: "ConnectionPool", timeout: Optional[float],
-                 prefix: Optional[bytes]) -> None:
+    def __init__(self, pool: "ConnectionPool", timeout: float | None,
+                 prefix: bytes | None) -> None:
         super().__init__(pool, timeout)
         self._prefix = prefix
 
@@ -170,22 +171,22 @@ class ConnectionPool:
         self.size: int = settings.size
         self.min_size: int = settings.min_size
         self._max_idle: int = settings.max_idle
-        self._idle_timeout: Optional[float] = settings.idle_timeout
-        self._max_lifetime: Optional[float] = settings.max_lifetime
-        self._acquire_timeout: Optional[float] = settings.acquire_timeout
-        self._connect_timeout: Optional[float] = settings.connect_timeout
-        self._max_waiting: Optional[int] = settings.max_waiting
+        self._idle_timeout: float | None = settings.idle_timeout
+        self._max_lifetime: float | None = settings.max_lifetime
+        self._acquire_timeout: float | None = settings.acquire_timeout
+        self._connect_timeout: float | None = settings.connect_timeout
+        self._max_waiting: int | None = settings.max_waiting
         self._retry_interval: float = settings.retry_interval
         self._check: Any = settings.check
         self._check_after: float = settings.check_after
-        self._leak_timeout: Optional[float] = settings.leak_timeout
+        self._leak_timeout: float | None = settings.leak_timeout
         self._on_connect = settings.on_connect
         self._on_checkout = settings.on_checkout
         self._on_checkin = settings.on_checkin
         self._on_discard = settings.on_discard
         self._queue_policy: str = settings.queue
-        self._keepalive: Optional[float] = settings.keepalive
-        self._gateway_idle_timeout: Optional[float] = settings.gateway_idle_timeout
+        self._keepalive: float | None = settings.keepalive
+        self._gateway_idle_timeout: float | None = settings.gateway_idle_timeout
         self._scanner_cleanup: bool = settings.scanner_cleanup
         self._reconnect_timeout: float = settings.reconnect_timeout
         self._reconnect_failed = settings.reconnect_failed
@@ -197,8 +198,9 @@ class ConnectionPool:
         self._watch_leases = self._leak_timeout is not None or self._on_checkout is not None
         self._instrumented = False
         #: ``wrap(conn, method, args, call)`` around every Thrift call, or None.
-        self._call_wrapper: Optional[Callable[..., Any]] = None
-        self._thread: Optional[int] = None  # the OS thread whose hub the pool serves
+        self._call_wrapper: Callable[..., Any] | None = None
+        self._observe: Callable[[str, float], None] | None = None
+        self._thread: int | None = None  # the OS thread whose hub the pool serves
         self._closed = False
         self._epoch = 0  # bumped in a forked child: what is older is the parent's
         self._waiters = WaitQueue(self._pass_on, settings.queue, settings.queue_target,
@@ -227,9 +229,9 @@ class ConnectionPool:
         # A plain list as the LIFO stack: nobody ever blocks on it (waiting
         # is the WaitQueue's job), and list.pop/append cost a tenth of
         # LifoQueue.get_nowait/put on the lease's hot path.
-        self._idle: List[GreenConnection] = []
-        self._leases: Dict[Any, GreenConnection] = {}
-        self._connecting: Set[GreenConnection] = set()
+        self._idle: list[GreenConnection] = []
+        self._leases: dict[Any, GreenConnection] = {}
+        self._connecting: set[GreenConnection] = set()
         self._drained = _green.Event()  # set when a closed pool has no lease left
         self._maintainer: Any = None
         self._maintaining = False  # the maintainer is in a step, not asleep
@@ -244,9 +246,9 @@ class ConnectionPool:
         self._connect_errors_total = 0
         self._scanners_closed_total = 0
         self._keepalive_total = 0
-        self._unreachable_since: Optional[float] = None  # every connect failing since
+        self._unreachable_since: float | None = None  # every connect failing since
         self._reconnect_failed_called = False
-        self._quiet_leases: Dict[GreenConnection, Any] = {}  # (holder, seqid, since)
+        self._quiet_leases: dict[GreenConnection, Any] = {}  # (holder, seqid, since)
         self._waits = Histogram(WAIT_BUCKETS)  # only leases that had to wait
         # Filled while instrumented (see green_happybase.otel): free when off.
         self._create_times = Histogram()
@@ -268,7 +270,7 @@ class ConnectionPool:
         size, kwargs = parse_url(url, **overrides)
         return cls(size, **kwargs)
 
-    def connection(self, timeout: Optional[float] = None, block: bool = True,
+    def connection(self, timeout: float | None = None, block: bool = True,
                    table_prefix: Any = _UNSET) -> _Lease:
         """Lease a connection for the current greenlet.
 
@@ -306,7 +308,7 @@ class ConnectionPool:
                 table_prefix = table_prefix.encode("utf-8")
         return _PrefixedLease(self, timeout, table_prefix)
 
-    def table(self, name: Any, timeout: Optional[float] = None, block: bool = True,
+    def table(self, name: Any, timeout: float | None = None, block: bool = True,
               table_prefix: Any = _UNSET) -> _TableLease:
         """Lease a connection and yield its ``happybase.Table`` *name*.
 
@@ -315,7 +317,7 @@ class ConnectionPool:
         """
         return _TableLease(self.connection(timeout, block, table_prefix), name)
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """The pool's figures as a plain dict; safe to call from any thread.
 
         ============================  ==========================================
@@ -406,7 +408,7 @@ class ConnectionPool:
         self._close_idle("drained")
         logger.info("pool %s: drained", self.name)
 
-    def resize(self, size: int, min_size: Optional[int] = None) -> None:
+    def resize(self, size: int, min_size: int | None = None) -> None:
         """Change the pool's size (and *min_size*) while it runs.
 
         Growing serves queued waiters at once; shrinking closes idle
@@ -437,7 +439,7 @@ class ConnectionPool:
         logger.info("pool %s: resized to size %d, min_size %d", self.name, self.size,
                     self.min_size)
 
-    def wait(self, timeout: Optional[float] = None) -> None:
+    def wait(self, timeout: float | None = None) -> None:
         """Block until *min_size* connections are open: readiness to take traffic.
 
         Opens the missing ones in this greenlet (servers backing off are
@@ -453,7 +455,7 @@ class ConnectionPool:
         self._check_thread()
         started = _monotonic()
         deadline = None if timeout is None else started + check_seconds("timeout", timeout)
-        error: Optional[ConnectionFailed] = None
+        error: ConnectionFailed | None = None
         while self._n_open < self.min_size:
             if self._closed:
                 raise PoolClosed("pool %s is closed" % self.name)
@@ -479,7 +481,7 @@ class ConnectionPool:
                     pause = min(pause, deadline - _monotonic())
                 _green.sleep(max(0.001, pause))
 
-    def close(self, timeout: Optional[float] = None) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Close the pool.
 
         Idle connections and connects in progress are closed now; waiting
@@ -494,7 +496,7 @@ class ConnectionPool:
             check_seconds("timeout", timeout)
         if self._thread is not None:
             self._check_thread()
-        interrupted: Optional[BaseException] = None
+        interrupted: BaseException | None = None
         if not self._closed:
             self._closed = True
             logger.debug("pool %s: closing", self.name)
@@ -530,7 +532,7 @@ class ConnectionPool:
 
     # -- the moves -------------------------------------------------------------
 
-    def _take(self, me: Any, timeout: Optional[float]) -> GreenConnection:
+    def _take(self, me: Any, timeout: float | None) -> GreenConnection:
         """Lease a connection to *me*: idle, newly opened, or handed by a waiter."""
         if self._closed:
             raise PoolClosed("pool %s is closed" % self.name)
@@ -543,6 +545,8 @@ class ConnectionPool:
                 self._n_idle -= 1
                 conn = self._idle.pop()
                 if self._lease_to(me, conn, timeout):
+                    if self._instrumented:
+                        self._waited(started)
                     return conn
             if not started:
                 started = _monotonic()
@@ -566,9 +570,11 @@ class ConnectionPool:
                 self._discard(item, "pool closed")
                 raise PoolClosed("pool %s was closed while waiting" % self.name)
             if self._lease_to(me, item, timeout):
-                return item
+                if self._instrumented:
+                    self._waited(started)
+                return cast(GreenConnection, item)
 
-    def _wait(self, started: float, deadline: Optional[float], at_once: bool) -> Any:
+    def _wait(self, started: float, deadline: float | None, at_once: bool) -> Any:
         """Queue for a connection or a free slot; the item handed, or :data:`FORKED`."""
         if at_once or (self._max_waiting is not None
                        and len(self._waiters) >= self._max_waiting):
@@ -583,7 +589,7 @@ class ConnectionPool:
             raise self._exhausted(started, item.reason)
         return item
 
-    def _lease_to(self, me: Any, conn: GreenConnection, timeout: Optional[float]) -> bool:
+    def _lease_to(self, me: Any, conn: GreenConnection, timeout: float | None) -> bool:
         """Make *conn* the lease of *me* if it passes the checkout checks.
 
         ``False``: it did not, and it was discarded. The checks: with
@@ -683,7 +689,10 @@ class ConnectionPool:
 
     def _end_lease(self, me: Any, conn: GreenConnection) -> None:
         if self._instrumented:
-            self._use_times.observe(_monotonic() - conn._leased_at)
+            used = _monotonic() - conn._leased_at
+            self._use_times.observe(used)
+            if self._observe is not None:
+                self._observe("use", used)
         del self._leases[me]
         conn._owner = None
         if self._closed:
@@ -729,10 +738,11 @@ class ConnectionPool:
 
     def _pop_idle(self) -> GreenConnection:
         self._n_idle -= 1
-        return self._idle.pop()
+        conn: GreenConnection = self._idle.pop()
+        return conn
 
     def _discard(self, conn: GreenConnection, reason: str, level: int = logging.DEBUG,
-                 defer: bool = False) -> Optional[BaseException]:
+                 defer: bool = False) -> BaseException | None:
         """Close *conn* and free its slot (or hand the slot to a waiter).
 
         The books are right before ``on_discard`` runs; an interruption of
@@ -765,7 +775,7 @@ class ConnectionPool:
 
     # -- opening connections ---------------------------------------------------
 
-    def _open(self, deadline: Optional[float]) -> GreenConnection:
+    def _open(self, deadline: float | None) -> GreenConnection:
         """Open a connection in a slot already counted; on failure free the slot."""
         epoch = self._epoch
         kwargs = self._connection_kwargs
@@ -813,7 +823,7 @@ class ConnectionPool:
                                    "string" % (self.name, prefix))
         return prefix
 
-    def _connect(self, conn: GreenConnection, deadline: Optional[float]) -> None:
+    def _connect(self, conn: GreenConnection, deadline: float | None) -> None:
         """Connect *conn* to the next server that answers.
 
         Each connect takes at most *connect_timeout*; a server that fails
@@ -828,7 +838,7 @@ class ConnectionPool:
                                    % (self.name, error)) from error
         ready, backing_off = self._hosts.candidates(now)
         failures = []
-        last_error: Optional[Exception] = None
+        last_error: Exception | None = None
         for host in ready:
             limit = self._connect_timeout
             timer = None
@@ -858,7 +868,10 @@ class ConnectionPool:
                 if timer is not None:
                     timer.close()
             if self._instrumented:
-                self._create_times.observe(_monotonic() - attempt)
+                created = _monotonic() - attempt
+                self._create_times.observe(created)
+                if self._observe is not None:
+                    self._observe("create", created)
             self._hosts.succeeded(host)
             self._unreachable_since = None
             self._reconnect_failed_called = False
@@ -906,11 +919,14 @@ class ConnectionPool:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _instrument(self, wrap: Optional[Callable[..., Any]] = None) -> None:
+    def _instrument(self, wrap: Callable[..., Any] | None = None,
+                    observe: Callable[[str, float], None] | None = None) -> None:
         """Time connects, leases and calls into ``stats()``; *wrap* each call.
 
         *wrap* is ``wrap(conn, method, args, call)`` and must return
-        ``call()``'s result (an OpenTelemetry span, say). Costs nothing until
+        ``call()``'s result (an OpenTelemetry span, say); *observe* is
+        ``observe(kind, seconds)`` for each ``"create"``, ``"wait"`` (every
+        lease, 0 when it did not wait) and ``"use"``. Costs nothing until
         called: see :func:`green_happybase.otel.instrument`.
         """
         operation_times = self._operation_times
@@ -924,15 +940,21 @@ class ConnectionPool:
 
         self._instrumented = self._watch_leases = True
         self._call_wrapper = timed
+        self._observe = observe
 
-    def _close_idle(self, reason: str) -> Optional[BaseException]:
+    def _waited(self, started: float) -> None:
+        """An instrumented lease began, after *started* (0: it did not wait)."""
+        if self._observe is not None:
+            self._observe("wait", _monotonic() - started if started else 0.0)
+
+    def _close_idle(self, reason: str) -> BaseException | None:
         """Discard every idle connection; the first hook interruption, if any."""
         interrupted = None
         while self._n_idle:
             interrupted = self._discard(self._pop_idle(), reason, defer=True) or interrupted
         return interrupted
 
-    def _open_connections(self) -> List[GreenConnection]:
+    def _open_connections(self) -> list[GreenConnection]:
         """Every open connection: leased first, then handed to waiters, then idle."""
         handed = [item for item in self._waiters.in_flight() if item is not _SLOT]
         return list(self._leases.values()) + handed + list(self._idle)
@@ -961,7 +983,7 @@ class ConnectionPool:
             "waited %.3f s)" % (self.name, why, self.size, len(self._leases),
                                 len(self._waiters), _monotonic() - started))
 
-    def _run_hook(self, hook: Callable[..., Any], *args: Any) -> Optional[BaseException]:
+    def _run_hook(self, hook: Callable[..., Any], *args: Any) -> BaseException | None:
         """Run a user hook; log an ``Exception``, return a ``BaseException``."""
         try:
             hook(*args)
@@ -1103,7 +1125,7 @@ class ConnectionPool:
         inherited while they waited wake and retry against the child's pool;
         greenlets that held a lease find their connection gone.
         """
-        inherited: List[Any] = list(self._idle)
+        inherited: list[Any] = list(self._idle)
         inherited += self._leases.values()
         inherited += self._connecting
         inherited += self._waiters.after_fork()
