@@ -43,9 +43,7 @@ passes through unchanged. ``db.client.operation.duration`` carries the
 same attributes as the span, and lasts as long.
 """
 
-import inspect
 import logging
-import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -61,7 +59,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from ._version import __version__
 from .connection import GreenConnection
-from .histogram import DURATION_BUCKETS, Histogram
+from .histogram import DURATION_BUCKETS
 from .pool import ConnectionPool
 
 __all__ = ["instrument", "uninstrument"]
@@ -122,12 +120,7 @@ def instrument(pool: ConnectionPool, meter_provider: MeterProvider | None = None
             old.instruments.remove(pool)
     binding = _bindings[pool] = _Binding(
         pool, instruments, tracer_provider.get_tracer(_SCOPE, __version__))
-    seam: Any = pool._instrument
-    if "observe" in inspect.signature(seam).parameters:
-        seam(binding.wrap, observe=binding.observe)
-    else:
-        seam(binding.wrap)
-        binding.tee()
+    pool._instrument(binding.wrap, observe=binding.observe)
     logger.debug("pool %s: OpenTelemetry instrumentation on", pool.name)
 
 
@@ -225,7 +218,6 @@ class _Binding:
         self.instruments = instruments
         self.tracer = tracer
         self.active = True
-        self.teed = False
         self.attributes = {POOL_NAME: pool.name}
         self.histograms = {"create": instruments.create_time, "wait": instruments.wait_time,
                            "use": instruments.use_time}
@@ -237,18 +229,6 @@ class _Binding:
         """Record a connect (``create``), a lease's wait or its use, in seconds."""
         if self.active:
             self.histograms[kind].record(seconds, self.attributes)
-
-    def tee(self) -> None:
-        """Feed the pool's own histograms to ours, for a pool whose
-        ``_instrument()`` takes no *observe*; again in a forked child, whose
-        pool starts with fresh histograms."""
-        pool = self.pool()
-        if pool is None:
-            return
-        self.teed = True
-        pool._create_times = _Tee(pool._create_times, self, "create")
-        pool._waits = _Tee(pool._waits, self, "wait")
-        pool._use_times = _Tee(pool._use_times, self, "use")
 
     def wrap(self, conn: GreenConnection, method: str, args: Any, call: Callable[[], Any]) -> Any:
         """Run one Thrift call in a client span, and time it."""
@@ -297,35 +277,6 @@ class _Binding:
                                                        attributes)
 
 
-class _Tee(Histogram):
-    """One of the pool's histograms, whose observations also go to OpenTelemetry."""
-
-    __slots__ = ("_inner", "_binding", "_kind")
-    _inner: Histogram
-    _binding: _Binding
-    _kind: str
-
-    def __init__(self, inner: Histogram, binding: _Binding, kind: str) -> None:
-        # No Histogram.__init__: every figure stays in the pool's own.
-        while isinstance(inner, _Tee):  # instrumented again
-            inner = inner._inner
-        self._inner = inner
-        self._binding = binding
-        self._kind = kind
-        self.bounds = inner.bounds
-
-    @property
-    def count(self) -> int:
-        return self._inner.count
-
-    def observe(self, seconds: float) -> None:
-        self._inner.observe(seconds)
-        self._binding.observe(self._kind, seconds)
-
-    def snapshot(self, extra_in_first: int = 0) -> dict[str, Any]:
-        return self._inner.snapshot(extra_in_first)
-
-
 def _error_type(error: BaseException) -> str:
     kind = type(error)
     if kind.__module__ == "builtins":
@@ -336,14 +287,3 @@ def _error_type(error: BaseException) -> str:
 # One set of instruments per meter provider, serving every pool bound to it.
 _instruments: "weakref.WeakKeyDictionary[Any, _Instruments]" = weakref.WeakKeyDictionary()
 _bindings: "weakref.WeakKeyDictionary[ConnectionPool, _Binding]" = weakref.WeakKeyDictionary()
-
-
-def _after_fork_in_child() -> None:
-    # Registered after the pool's own hook, so it runs after it: the pool
-    # has made fresh histograms, to feed again.
-    for binding in list(_bindings.values()):
-        if binding.teed and binding.active:
-            binding.tee()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
