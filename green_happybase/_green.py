@@ -1,14 +1,15 @@
 """The one seam through which the pool uses gevent.
 
 Everything here belongs to the hub of the thread that uses it: a pool serves
-the greenlets of one hub, and :func:`thread_id` tells which OS thread that is. The pool imports gevent's primitives directly, never
-the stdlib's, so a pool built before ``gevent.monkey.patch_all()`` behaves
-exactly like one built after.
+the greenlets of one hub, and :func:`thread_id` tells which OS thread that
+is. The pool imports gevent's primitives directly, never the stdlib's, so a
+pool built before ``gevent.monkey.patch_all()`` behaves exactly like one
+built after.
 """
 
 import os
 
-from gevent import getcurrent, get_hub, sleep, spawn
+from gevent import get_hub, getcurrent, sleep, spawn
 from gevent import socket as green_socket
 from gevent.event import Event
 from gevent.hub import Waiter

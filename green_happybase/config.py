@@ -11,7 +11,8 @@ The registry lets code that cannot pass a pool around find it by name::
 """
 
 import os
-from typing import Any, Dict, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import PoolNotConfigured
 from .pool import ConnectionPool
@@ -30,7 +31,7 @@ __all__ = [
 #: The environment variable :func:`get_pool` reads when nothing is configured.
 ENV_URL = "GREEN_HAPPYBASE_URL"
 
-_pools: Dict[str, ConnectionPool] = {}
+_pools: dict[str, ConnectionPool] = {}
 
 
 def _check_name(name: Any) -> None:
@@ -38,7 +39,7 @@ def _check_name(name: Any) -> None:
         raise TypeError("'name' must be a non-empty string, got %r" % (name,))
 
 
-def _build(url_or_options: Union[str, Mapping[str, Any]], name: str) -> ConnectionPool:
+def _build(url_or_options: str | Mapping[str, Any], name: str) -> ConnectionPool:
     if isinstance(url_or_options, str):
         size, kwargs = parse_url(url_or_options)
     elif isinstance(url_or_options, Mapping):
@@ -53,7 +54,7 @@ def _build(url_or_options: Union[str, Mapping[str, Any]], name: str) -> Connecti
     return ConnectionPool(size, **kwargs)
 
 
-def configure(url_or_options: Union[str, Mapping[str, Any]],
+def configure(url_or_options: str | Mapping[str, Any],
               name: str = "default") -> ConnectionPool:
     """Create the pool registered as *name*, closing any pool it replaces.
 
@@ -110,7 +111,7 @@ def get_pool(name: str = "default") -> ConnectionPool:
     return winner
 
 
-def close_all(timeout: Optional[float] = None) -> None:
+def close_all(timeout: float | None = None) -> None:
     """Close every registered pool and empty the registry (e.g. at worker exit).
 
     :param timeout: passed to each pool's :meth:`~ConnectionPool.close`

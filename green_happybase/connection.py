@@ -19,7 +19,7 @@ gone) is the pool's business: see :mod:`green_happybase.pool`.
 import ipaddress
 import select
 import socket
-from typing import Any, Optional
+from typing import Any
 
 import happybase
 from thriftpy2.thrift import TApplicationException, TClient, TMessageType
@@ -29,7 +29,7 @@ from . import _green
 from .errors import LeaseError, ReplyMismatch
 
 # happybase loads its Thrift IDL under this module name when imported.
-from Hbase_thrift import Hbase  # type: ignore[import-not-found]  # noqa: E402  isort:skip
+from Hbase_thrift import Hbase  # noqa: E402  isort:skip
 
 __all__ = ["GreenConnection"]
 
@@ -42,7 +42,7 @@ _SCANNER_CALLS = _SCANNER_OPENS | {"scannerClose"}
 _MAX_SEQID = 0x7FFFFFFF
 
 
-def _addresses(host: str, port: int) -> Any:
+def _addresses(host: Any, port: Any) -> Any:
     """``(family, type, proto, address)`` to try for *host*; IP literals need no resolver."""
     try:
         ip = ipaddress.ip_address(host)
@@ -59,7 +59,7 @@ class _GreenSocket(TSocket):
     def open(self) -> None:
         # The socket is ours (and close() can cut the connect) before the
         # connect starts; every address of the host is tried, IPv6 included.
-        error: Optional[BaseException] = None
+        error: BaseException | None = None
         for family, kind, proto, address in _addresses(self.host, self.port):
             sock = self.sock = _green.green_socket.socket(family, kind, proto)
             try:
@@ -144,7 +144,7 @@ class _CheckedClient(TClient):
     def _recv(self, _api: str) -> Any:
         iprot = self._iprot
         name, message_type, seqid = iprot.read_message_begin()
-        if name.__class__ is bytes:
+        if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
         if seqid != self._seqid or name != _api:
             raise ReplyMismatch(
@@ -178,7 +178,7 @@ class _CheckedClient(TClient):
         return None
 
 
-class GreenConnection(happybase.Connection):
+class GreenConnection(happybase.Connection):  # type: ignore[misc]  # untyped base
     """A ``happybase.Connection`` made and leased by a pool.
 
     Use it like any happybase connection, from the greenlet that leased it
@@ -191,17 +191,17 @@ class GreenConnection(happybase.Connection):
         self._pool = pool
         self._owner: Any = None  # the greenlet holding the lease
         self._depth = 0  # nested leases held by the owner
-        self._saved_prefixes: list = []  # table prefixes to restore, innermost last
+        self._saved_prefixes: list[Any] = []  # table prefixes to restore, innermost last
         # Set before a request's first byte, cleared after its reply's last;
         # also set by the pool to make the holder's next call renew or fail.
         self._in_call = False
         self._pid = _green.pid
         self._epoch = pool._epoch  # the pool's books this connection belongs to
         self._host: Any = None  # the pool's record of the host while connected
-        self._lease_timeout: Optional[float] = None  # the holder's acquire timeout
+        self._lease_timeout: float | None = None  # the holder's acquire timeout
         self._created = self._last_used = self._expires = self._leased_at = 0.0
         self._leak_warned = False
-        self._scanners: set = set()  # ids of the scanners opened and not closed
+        self._scanners: set[Any] = set()  # ids of the scanners opened and not closed
         super().__init__(host=host, port=port, autoconnect=False, **kwargs)
 
     @property
@@ -209,13 +209,13 @@ class GreenConnection(happybase.Connection):
         return ("[%s]:%s" if ":" in self.host else "%s:%s") % (self.host, self.port)
 
     def _refresh_thrift_client(self) -> None:
-        self._socket = _GreenSocket(
+        self._socket = _GreenSocket(  # type: ignore[no-untyped-call]
             host=self.host, port=self.port, socket_timeout=self.timeout)
         self.transport = self._transport_class(self._socket)
         protocol = self._protocol_class(self.transport, decode_response=False)
         self.client = _CheckedClient(protocol, self)
 
-    def _connect(self, host: str, port: int, timeout: Optional[float]) -> None:
+    def _connect(self, host: str, port: int, timeout: float | None) -> None:
         """Open a fresh socket to *host*:*port*; the connect takes at most *timeout* s."""
         self.host, self.port = host, port
         self._refresh_thrift_client()

@@ -24,7 +24,7 @@ class PoolError(Exception):
     """Base class of every error raised by green_happybase."""
 
 
-class PoolExhausted(PoolError, NoConnectionsAvailable):
+class PoolExhausted(PoolError, NoConnectionsAvailable):  # type: ignore[misc]  # untyped base
     """No connection became free in time, or too many greenlets wait already."""
 
 

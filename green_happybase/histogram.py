@@ -1,7 +1,8 @@
 """A histogram of durations kept in plain numbers, readable from any thread."""
 
 import bisect
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["DURATION_BUCKETS", "Histogram"]
 
@@ -31,7 +32,7 @@ class Histogram:
         self._counts[bisect.bisect_left(self.bounds, seconds)] += 1
         self._sum += seconds
 
-    def snapshot(self, extra_in_first: int = 0) -> Dict[str, Any]:
+    def snapshot(self, extra_in_first: int = 0) -> dict[str, Any]:
         """``le`` (bounds), cumulative ``counts``, ``sum`` and ``count``.
 
         *extra_in_first* adds observations of 0 not made one by one (leases
@@ -39,7 +40,7 @@ class Histogram:
         """
         counts = list(self._counts)
         counts[0] += extra_in_first
-        cumulative: List[int] = []
+        cumulative: list[int] = []
         running = 0
         for count in counts:
             running += count

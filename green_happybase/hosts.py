@@ -3,17 +3,18 @@
 import logging
 import random
 import time
-from typing import Any, List, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["Host", "HostList", "parse_address", "parse_hosts"]
 
 logger = logging.getLogger("green_happybase")
 
 #: One Thrift server: ``"host:port"``, ``"host"`` or ``(host, port)``.
-HostSpec = Union[str, Tuple[str, int]]
+HostSpec = str | tuple[str, int]
 
 
-def parse_address(spec: HostSpec, default_port: int) -> Tuple[str, int]:
+def parse_address(spec: HostSpec, default_port: int) -> tuple[str, int]:
     """One server as ``(host, port)``, from any form :data:`HostSpec` allows.
 
     ``"h"``, ``"h:9090"``, ``"[::1]:9090"``, ``"::1"`` (an IPv6 address
@@ -33,7 +34,7 @@ def parse_address(spec: HostSpec, default_port: int) -> Tuple[str, int]:
     return host, port
 
 
-def _split(spec: str, default_port: int) -> Tuple[str, Any]:
+def _split(spec: str, default_port: int) -> tuple[str, Any]:
     if spec.startswith("["):
         host, bracket, rest = spec[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
@@ -51,7 +52,7 @@ def _split(spec: str, default_port: int) -> Tuple[str, Any]:
     return host, int(port_text)
 
 
-def parse_hosts(hosts: Sequence[HostSpec], default_port: int) -> List[Tuple[str, int]]:
+def parse_hosts(hosts: Sequence[HostSpec], default_port: int) -> list[tuple[str, int]]:
     """Turn ``['a:9090', 'b', ('c', 9091), '[::1]:9092']`` into ``[(host, port), ...]``."""
     if isinstance(hosts, (str, bytes)) or not hasattr(hosts, "__iter__"):
         raise TypeError("'hosts' must be a list of 'host:port' strings, got %r" % (hosts,))
@@ -82,7 +83,7 @@ class Host:
         self.failures = 0
         self.retry_at = 0.0
 
-    def stats(self, now: float) -> dict:
+    def stats(self, now: float) -> dict[str, Any]:
         return {
             "open": self.open,
             "connects_total": self.connects_total,
@@ -104,7 +105,7 @@ class HostList:
         #: A callable that names the servers anew at each connect, or None.
         self._source = addresses if callable(addresses) else None
         self._default_port = default_port
-        self.hosts: List[Host] = []
+        self.hosts: list[Host] = []
         self._update(addresses() if self._source else addresses)
         self._next = random.randrange(len(self.hosts))
         self._retry_interval = retry_interval
@@ -120,7 +121,7 @@ class HostList:
         known = {(h.host, h.port): h for h in self.hosts}
         self.hosts = [known.get(address) or Host(*address) for address in parsed]
 
-    def candidates(self, now: float) -> Tuple[List[Host], List[Host]]:
+    def candidates(self, now: float) -> tuple[list[Host], list[Host]]:
         """The servers to try in order, and those backing off.
 
         Each call moves the rotation one step, which spreads new
@@ -129,8 +130,8 @@ class HostList:
         count = len(self.hosts)
         start = self._next % count
         self._next = (start + 1) % count
-        ready: List[Host] = []
-        waiting: List[Host] = []
+        ready: list[Host] = []
+        waiting: list[Host] = []
         for i in range(count):
             host = self.hosts[(start + i) % count]
             (ready if host.retry_at <= now else waiting).append(host)

@@ -10,7 +10,8 @@ table, so an option cannot drift between them.
 import difflib
 import logging
 import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from happybase.connection import COMPAT_MODES, THRIFT_PROTOCOLS, THRIFT_TRANSPORTS
 
@@ -62,10 +63,10 @@ def check_seconds(name: str, value: Any) -> float:
 
 
 def _positive_seconds(name: str, value: Any) -> float:
-    value = check_seconds(name, value)
-    if value == 0:
+    seconds = check_seconds(name, value)
+    if seconds == 0:
         raise ValueError("%r must be more than 0 seconds, got %r" % (name, value))
-    return value
+    return seconds
 
 
 def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -192,7 +193,7 @@ class Option:
     __slots__ = ("name", "default", "check", "parse", "not_in_url", "doc")
 
     def __init__(self, name: str, default: Any, check: Callable[[str, Any], Any],
-                 parse: Optional[Callable[[str], Any]], doc: str,
+                 parse: Callable[[str], Any] | None, doc: str,
                  not_in_url: str = "") -> None:
         self.name = name
         self.default = default
@@ -322,7 +323,7 @@ _TABLE = [
 ]
 
 #: Every option of :class:`~green_happybase.ConnectionPool` but *size*, by name.
-OPTIONS: Dict[str, Option] = {option.name: option for option in _TABLE}
+OPTIONS: dict[str, Option] = {option.name: option for option in _TABLE}
 
 #: The options passed on to ``happybase.Connection``.
 CONNECTION_OPTIONS = ("timeout", "transport", "protocol", "compat", "table_prefix",
@@ -332,10 +333,16 @@ CONNECTION_OPTIONS = ("timeout", "transport", "protocol", "compat", "table_prefi
 class Settings:
     """A pool's options after every check: one attribute per option."""
 
+    max_idle: Any
+    addresses: Any  # [(host, port), ...] or a callable returning host specs
+
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.__dict__.update(values)
 
-    def connection_kwargs(self) -> Dict[str, Any]:
+    def __getattr__(self, name: str) -> Any:  # only for names not set above
+        raise AttributeError("no option %r" % (name,))
+
+    def connection_kwargs(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in CONNECTION_OPTIONS}
 
 
@@ -358,7 +365,7 @@ def resolve(size: Any, given: Mapping[str, Any]) -> Settings:
     for name in given:
         if name not in OPTIONS:
             raise unknown_option("ConnectionPool()", name, ["size", *OPTIONS])
-    values: Dict[str, Any] = {"size": _count(1)("size", size)}
+    values: dict[str, Any] = {"size": _count(1)("size", size)}
     for name, option in OPTIONS.items():
         values[name] = option.check(name, given[name]) if name in given else option.default
     settings = Settings(values)

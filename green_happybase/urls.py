@@ -7,7 +7,7 @@ A URL names the Thrift servers and carries every option of
         &protocol=compact&timeout=5000&table_prefix=app
 """
 
-from typing import Any, Dict, List, Tuple
+from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
 from .hosts import parse_address
@@ -41,9 +41,9 @@ def _url_size(text: str) -> int:
     return int(text)
 
 
-def _parse_query(query: str) -> Dict[str, Any]:
-    values: Dict[str, Any] = {}
-    unknown: List[str] = []
+def _parse_query(query: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    unknown: list[str] = []
     known = ["size"] + [name for name, option in OPTIONS.items() if option.parse]
     for field in query.split("&"):
         if not field:
@@ -68,14 +68,14 @@ def _parse_query(query: str) -> Dict[str, Any]:
     return values
 
 
-def _parse_server(entry: str) -> Tuple[str, int]:
+def _parse_server(entry: str) -> tuple[str, int]:
     try:
         return parse_address(unquote_plus(entry), DEFAULT_PORT)
     except (TypeError, ValueError) as error:
         raise ValueError("URL %s" % error) from None
 
 
-def parse_url(url: str, **overrides: Any) -> Tuple[int, Dict[str, Any]]:
+def parse_url(url: str, **overrides: Any) -> tuple[int, dict[str, Any]]:
     """Turn an ``hbase://`` URL into ``(size, kwargs)`` for :class:`ConnectionPool`.
 
     The address part names one server (giving ``host`` and ``port``) or

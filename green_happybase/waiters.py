@@ -18,7 +18,8 @@ contract, which ``tests/test_waiters.py`` checks without a server:
 """
 
 import time
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from . import _green
 
@@ -55,13 +56,13 @@ SHED_STANDING = Signal("SHED_STANDING", "shed: it waited longer than queue_inter
 _NOTHING: Any = object()  # not handed anything yet
 
 
-class _Waiter(_green.Waiter):
+class _Waiter(_green.Waiter):  # type: ignore[type-arg]  # not subscriptable at run time
     """One queued greenlet: what it was handed, when it came, its deadline."""
 
     __slots__ = ("item", "since", "deadline", "epoch")
     item: Any
     since: float
-    deadline: Optional[float]
+    deadline: float | None
     epoch: int
 
 
@@ -93,9 +94,9 @@ class WaitQueue:
         # A dict is an ordered set: oldest first, O(1) removal at once.
         # ``queued`` is the same dict, for callers to test cheaply; only the
         # queue changes it, and never replaces it.
-        self._queue: Dict[_Waiter, None] = {}
-        self.queued: Dict[Any, None] = self._queue
-        self._in_flight: Dict[_Waiter, Any] = {}  # handed an item, not yet running
+        self._queue: dict[_Waiter, None] = {}
+        self.queued: dict[Any, None] = self._queue
+        self._in_flight: dict[_Waiter, Any] = {}  # handed an item, not yet running
         self._epoch = 0  # bumped in a forked child: older waiters are the parent's
         self._nonempty_since = 0.0
         self.shed_total = 0
@@ -104,11 +105,11 @@ class WaitQueue:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def in_flight(self) -> List[Any]:
+    def in_flight(self) -> list[Any]:
         """Items handed to waiters that have not run yet."""
         return list(self._in_flight.values())
 
-    def wait(self, deadline: Optional[float]) -> Any:
+    def wait(self, deadline: float | None) -> Any:
         """Queue the current greenlet until it is handed an item or a :class:`Signal`.
 
         :param deadline: ``time.monotonic()`` value after which it gets
@@ -174,7 +175,7 @@ class WaitQueue:
             self._deliver(waiter, signal)
         self._after_removal()
 
-    def after_fork(self) -> List[Any]:
+    def after_fork(self) -> list[Any]:
         """In a forked child: wake the inherited waiters, forget what was in flight.
 
         The waiters retry in the child (they get :data:`FORKED`); the items
@@ -204,7 +205,7 @@ class WaitQueue:
         if not self._queue:
             self.standing = False
 
-    def _next_waiter(self) -> Optional[_Waiter]:
+    def _next_waiter(self) -> _Waiter | None:
         """Take the waiter to serve off the queue, or shed one and return ``None``."""
         queue = self._queue
         oldest = next(iter(queue))

@@ -7,10 +7,10 @@ import random
 import gevent
 import pytest
 from gevent.event import Event
+from Hbase_thrift import IllegalArgument
 
 from green_happybase import ConnectionFailed, PoolExhausted
 from green_happybase.testing import HBaseServer
-from Hbase_thrift import IllegalArgument
 from poolkit import ROWS, ask, balanced, fill_table, make_pool
 
 
@@ -47,7 +47,7 @@ def test_scanner_left_by_an_exception_mid_scan_is_closed(pool):
         with pool.connection() as conn:
             for _ in conn.table("t").scan(batch_size=2):
                 opened.extend(conn._scanners)
-                1 / 0
+                raise ZeroDivisionError("mid-scan")
     assert opened and all(scanner_is_closed(pool, i) for i in set(opened))
     assert balanced(pool)
 

@@ -8,6 +8,7 @@ import gevent
 import happybase
 import pytest
 from gevent.event import Event
+from Hbase_thrift import IOError as HBaseIOError
 from thriftpy2.transport import TTransportException
 
 from green_happybase import (
@@ -19,7 +20,6 @@ from green_happybase import (
     PoolExhausted,
     ReplyMismatch,
 )
-from Hbase_thrift import IOError as HBaseIOError
 from poolkit import ROWS, balanced, fill_table, make_pool
 
 
@@ -282,7 +282,7 @@ def test_error_reply_and_user_errors_keep_the_connection(pool):
     with pytest.raises(ZeroDivisionError):
         with pool.connection() as conn:
             conn.tables()
-            1 / 0
+            raise ZeroDivisionError("between calls")
     assert pool.stats()["discarded_total"] == 0
     with pool.connection() as again:
         assert again is conn
