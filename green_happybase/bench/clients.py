@@ -148,17 +148,6 @@ class _Group:
         self._lock.release()
 
 
-class _NoPool:
-    """The pool a raw :class:`GreenConnection` reports to: none.
-
-    A connection reads its pool's epoch when made; it asks the pool for
-    nothing else unless it is used again after an interrupted call, which
-    never happens here: raw requests are only killed at the end of a run.
-    """
-
-    _epoch = 0
-
-
 class _RawClient:
     """*size* persistent connections; greenlet *i* uses number ``i % size``."""
 
@@ -167,10 +156,13 @@ class _RawClient:
     def __init__(self, size: int, address: Address, options: dict[str, Any],
                  green: bool, fair: bool = False) -> None:
         self._groups: list[_Group] = []
+        # A GreenConnection keeps its books with a pool; this one opens and
+        # leases nothing, the connections are opened and leased by hand.
+        self._books = ConnectionPool(size, host=address[0], port=address[1],
+                                     autoconnect=False, **options) if green else None
         for _ in range(size):
             if green:
-                # No pool: the connection is opened and leased by hand.
-                conn = GreenConnection(_NoPool(), address[0], address[1], **options)
+                conn = GreenConnection(self._books, address[0], address[1], **options)
                 conn.open()
             else:
                 conn = happybase.Connection(address[0], address[1], **options)
@@ -182,6 +174,8 @@ class _RawClient:
     def close(self) -> None:
         for group in self._groups:
             group.conn.close()
+        if self._books is not None:
+            self._books.close()
 
 
 class _SemaphorePool:
