@@ -2,12 +2,18 @@
 green_happybase.testing.gateways around a trivial handler, in this hub."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import os
+import shutil
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
 import happybase  # noqa: F401  (loads the Hbase_thrift module)
+import pytest
 from gevent.event import Event
 from gevent.server import StreamServer
 from Hbase_thrift import Hbase, TCell, TRowResult
@@ -118,6 +124,63 @@ class Gateway:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def _missing() -> list[str]:
+    missing = [name for name in ("krb5kdc", "kdb5_util")
+               if shutil.which(name) is None and not os.path.exists("/usr/sbin/" + name)]
+    return missing + [name for name in ("gssapi", "k5test")
+                      if importlib.util.find_spec(name) is None]
+
+
+MISSING = _missing()
+#: Skips a test (or module) where a real Kerberos realm cannot be made.
+needs_realm = pytest.mark.skipif(
+    bool(MISSING), reason="a real Kerberos realm needs %s (apt-get install krb5-kdc "
+    "krb5-admin-server libkrb5-dev; pip install gssapi k5test)" % ", ".join(MISSING))
+
+# The realm's principals: the client is "user@KRBTEST.COM" (kinit'd by k5test).
+USER = "user"
+
+
+def _free_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return int(port)
+
+
+@contextlib.contextmanager
+def kerberos_realm() -> Iterator[Any]:
+    """A realm (it takes seconds: one per module), its environment set in
+    this process, with the gateway principals hbase/localhost and HTTP/localhost."""
+    import k5test
+
+    realm = k5test.K5Realm(portbase=_free_port(), krb5_conf={
+        "libdefaults": {"rdns": "false", "dns_canonicalize_hostname": "false"}})
+    saved = {name: os.environ.get(name) for name in realm.env}
+    os.environ.update(realm.env)
+    try:
+        for service in ("hbase", "HTTP"):
+            realm.addprinc("%s/localhost" % service)
+            realm.extract_keytab("%s/localhost" % service, keytab(realm, service))
+        yield realm
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        realm.stop()
+
+
+def keytab(realm: Any, service: str) -> str:
+    return os.path.join(realm.tmpdir, service + ".keytab")
+
+
+def gateway_auth(realm: Any, service: str = "hbase", qop: str = "auth") -> ServerAuth:
+    return ServerAuth(keytab=keytab(realm, service), principal=service + "/localhost", qop=qop)
 
 
 def client(channel: Any) -> Any:

@@ -3,11 +3,7 @@ GSSAPI over TCP with each qop, SPNEGO over HTTP and HTTPS, against the
 embedded server's gateways acting as the Kerberos acceptor."""
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import shutil
-import socket
 import ssl
 import struct
 from collections.abc import Iterator
@@ -20,67 +16,28 @@ from gevent.event import Event
 from gevent.server import StreamServer
 from thriftpy2.transport import TCyBufferedTransport, TCyFramedTransport
 
-from gatewaykit import HANG, Gateway, client, sockets_to, wait_for
+from gatewaykit import (
+    HANG,
+    USER,
+    Gateway,
+    client,
+    gateway_auth,
+    kerberos_realm,
+    needs_realm,
+    sockets_to,
+    wait_for,
+)
 from green_happybase import AuthenticationFailed
 from green_happybase.auth import Kerberos
-from green_happybase.testing.gateways import ServerAuth
 from green_happybase.transports import open_channel
 
-
-def _missing() -> list[str]:
-    missing = [name for name in ("krb5kdc", "kdb5_util")
-               if shutil.which(name) is None and not os.path.exists("/usr/sbin/" + name)]
-    return missing + [name for name in ("gssapi", "k5test")
-                      if importlib.util.find_spec(name) is None]
-
-
-MISSING = _missing()
-pytestmark = pytest.mark.skipif(
-    bool(MISSING), reason="a real Kerberos realm needs %s (apt-get install krb5-kdc "
-    "krb5-admin-server libkrb5-dev; pip install gssapi k5test)" % ", ".join(MISSING))
-
-# The realm's principals: the client is "user@KRBTEST.COM" (kinit'd by k5test).
-USER = "user"
-
-
-def _free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return int(port)
+pytestmark = needs_realm
 
 
 @pytest.fixture(scope="module")
 def realm() -> Iterator[Any]:
-    """One realm for the module (it takes seconds), its environment set in
-    this process, with the gateway principals hbase/localhost and HTTP/localhost."""
-    import k5test
-
-    realm = k5test.K5Realm(portbase=_free_port(), krb5_conf={
-        "libdefaults": {"rdns": "false", "dns_canonicalize_hostname": "false"}})
-    saved = {name: os.environ.get(name) for name in realm.env}
-    os.environ.update(realm.env)
-    try:
-        for service in ("hbase", "HTTP"):
-            realm.addprinc("%s/localhost" % service)
-            realm.extract_keytab("%s/localhost" % service, keytab(realm, service))
-        yield realm
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        realm.stop()
-
-
-def keytab(realm: Any, service: str) -> str:
-    return os.path.join(realm.tmpdir, service + ".keytab")
-
-
-def gateway_auth(realm: Any, service: str = "hbase", qop: str = "auth") -> ServerAuth:
-    return ServerAuth(keytab=keytab(realm, service), principal=service + "/localhost", qop=qop)
+    with kerberos_realm() as made:
+        yield made
 
 
 def calls_work(channel: Any, n: int = 3) -> None:

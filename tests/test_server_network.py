@@ -370,7 +370,8 @@ def test_drop_connections_closes_clients_and_keeps_listening(green):
             conn.tables()
         fresh = connect(server)
         assert fresh.tables() == [b"t"]
-        assert server.stats() == {"connections": 1, "accepted": 2, "calls": 5}
+        assert server.stats() == {"connections": 1, "accepted": 2, "calls": 5, "auth_failures": 0,
+                                  "users": {}}
         fresh.close()
 
 
@@ -476,7 +477,8 @@ def test_subprocess_fault_injection_over_the_control_channel():
         server.start()
         last = connect(server)
         assert last.tables() == []
-        assert server.stats() == {"connections": 1, "accepted": 4, "calls": 4}
+        assert server.stats() == {"connections": 1, "accepted": 4, "calls": 4, "auth_failures": 0,
+                                  "users": {}}
         last.close()
 
 

@@ -16,7 +16,8 @@ pytest_plugins = ["pytester"]
 
 HEAVY = ("gevent", "ssl", "happybase", "thriftpy2")
 MACHINERY = ["green_happybase.testing.%s" % name for name in (
-    "server", "surface", "store", "wire", "filters", "regex", "watchdog", "faults", "errors")]
+    "server", "surface", "store", "wire", "filters", "regex", "watchdog", "faults", "errors",
+    "gateways")]
 # Other installed plugins, which are not under test here.
 OTHERS = ["-p", "no:locust", "-p", "no:hypothesispytest", "-p", "no:cacheprovider"]
 

@@ -381,6 +381,9 @@ class HttpGateway:
         its *token_header*), else ``401`` with ``WWW-Authenticate``
     :param stats: a dict from :func:`new_stats` to count into
     :param max_body: largest request body served (``413`` above)
+    :param after_reply: called after each Thrift reply is sent; when it
+        returns ``True`` the connection is closed at once, unannounced (the
+        embedded server's ``close_after()``)
 
     Methods other than POST get ``405``; a request that is not Thrift gets
     ``400`` and the connection is closed. Keep-alive is HTTP/1.1's default.
@@ -390,7 +393,8 @@ class HttpGateway:
 
     def __init__(self, answer: Callable[[bytes], bytes], *, path: str = "/",
                  auth: ServerAuth | None = None, stats: dict[str, Any] | None = None,
-                 max_body: int = MAX_REQUEST_BYTES) -> None:
+                 max_body: int = MAX_REQUEST_BYTES,
+                 after_reply: Callable[[], bool] | None = None) -> None:
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError("path must start with '/', not %r" % (path,))
         if auth is not None and not isinstance(auth, ServerAuth):
@@ -400,6 +404,7 @@ class HttpGateway:
         self.auth = auth
         self.stats = new_stats() if stats is None else stats
         self.max_body = max_body
+        self._after_reply = after_reply
 
     def serve(self, sock: Any) -> None:
         """Serve requests on *sock* until the client closes or a request is
@@ -445,6 +450,8 @@ class HttpGateway:
             except Exception as error:
                 raise HttpError(400, "not a Thrift request (%s)" % (error,)) from error
             self._send(sock, 200, reply, content_type="application/x-thrift", close=not keep)
+            if self._after_reply is not None and self._after_reply():
+                return False
         return keep
 
     def _authenticate(self, headers: dict[str, str]) -> str | None:

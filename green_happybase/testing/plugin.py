@@ -27,7 +27,16 @@ module (``pytestmark``)::
 
 Its keywords are :class:`~green_happybase.testing.HBaseServer`'s:
 ``transport``, ``protocol``, ``subprocess``, ``idle_timeout``,
-``max_frame_size``, ``scanner_timeout``, ``server_type``. The in-process
+``max_frame_size``, ``scanner_timeout``, ``server_type``, and the secure
+modes' ``http_path``, ``ssl_context``, ``tls_cert``, ``tls_key`` and
+``auth``::
+
+    @pytest.mark.hbase_server(transport="http", auth=ServerAuth(users={"alice": "pw"}))
+    def test_over_basic_auth(hbase_server): ...
+
+``hbase_pool`` passes the pool only the host, port, transport and protocol:
+against a server with ``transport="http"``, TLS or ``auth``, build the pool
+in the test with the matching client options. The in-process
 server runs in the test's gevent hub: a plain blocking
 ``happybase.Connection`` cannot be served by it, and gets an error saying so
 after 2 s; use ``subprocess=True`` (or the pool) for such clients.
@@ -43,7 +52,8 @@ Environment variables point the fixtures at a real gateway instead:
     and ``binary``), for the server and for the pool.
 
 .. versionadded:: 0.2
-   The ``hbase_server`` marker; the plugin imports nothing heavy until used.
+   The ``hbase_server`` marker (with the secure modes' keywords); the
+   plugin imports nothing heavy until used.
 """
 from __future__ import annotations
 
@@ -56,7 +66,8 @@ import pytest
 _ENV = "GREEN_HAPPYBASE_TEST_"
 _MARKER = "hbase_server"
 _OPTIONS = frozenset(["transport", "protocol", "subprocess", "idle_timeout", "max_frame_size",
-                      "scanner_timeout", "server_type"])
+                      "scanner_timeout", "server_type", "http_path", "ssl_context", "tls_cert",
+                      "tls_key", "auth"])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -175,6 +186,15 @@ def hbase_server(request: pytest.FixtureRequest) -> Iterator[Any]:
 def hbase_pool(hbase_server: Any) -> Iterator[Any]:
     """A ``green_happybase.ConnectionPool`` of 4 on ``hbase_server``, closed at teardown."""
     from green_happybase import ConnectionPool
+
+    secure = [name for name, on in (
+        ("transport='http'", hbase_server.transport == "http"),
+        ("TLS", getattr(hbase_server, "tls", False)),
+        ("auth", getattr(hbase_server, "auth", None) is not None)) if on]
+    if secure:
+        pytest.fail("hbase_pool connects with host, port, transport and protocol only; "
+                    "the server runs with %s: build the pool in the test with the "
+                    "matching client options" % " and ".join(secure), pytrace=False)
 
     pool = ConnectionPool(4, host=hbase_server.host, port=hbase_server.port,
                           transport=hbase_server.transport, protocol=hbase_server.protocol)
