@@ -52,7 +52,7 @@ def test_json_has_every_figure_the_issue_names(embedded_run):
     assert all(isinstance(machine[key], str)
                for key in ("python", "gevent", "happybase", "cpu_model"))
     assert machine["happybase"] == happybase.__version__
-    assert len(machine["load_average"]) == 3
+    assert len(machine["load_average"]) == len(machine["load_average_end"]) == 3
     assert all(figures["lease_us"][key] > 0 for key in ("green", "happybase"))
     points = [(point["greenlets"], point["size"]) for point in figures["throughput"]]
     assert points == [(50, 4), (500, 10), (5000, 10)]

@@ -128,17 +128,21 @@ def _load_name(load: float | None) -> str:
     return "the given rate" if load is None else "%g%% of capacity" % (load * 100)
 
 
+def _load(figures: Any) -> str:
+    return "unknown" if figures is None else " ".join("%.2f" % value for value in figures)
+
+
 def _header(figures: dict[str, Any]) -> list[str]:
     machine, server = figures["machine"], figures["server"]
-    load = machine["load_average"]
     return [
         "green_happybase benchmark (%s run)" % figures["scale"]["name"],
         "machine: %s cores, %s; %s" % (machine["cpu_count"], machine["cpu_model"] or "CPU unknown",
                                        machine["platform"]),
-        "         Python %s, gevent %s, happybase %s, green_happybase %s; load average "
-        "at start %s" % (machine["python"], machine["gevent"], machine["happybase"],
-                         machine["green_happybase"],
-                         "unknown" if load is None else " ".join("%.2f" % v for v in load)),
+        "         Python %s, gevent %s, happybase %s, green_happybase %s" % (
+            machine["python"], machine["gevent"], machine["happybase"],
+            machine["green_happybase"]),
+        "         load average %s at the start, %s at the end" % (
+            _load(machine["load_average"]), _load(machine["load_average_end"])),
         "server:  %s (%s, %s/%s)" % (server["address"],
                                     "embedded, its own process" if server["embedded"]
                                     else "external", server["transport"], server["protocol"]),

@@ -45,6 +45,10 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def _load_average() -> tuple[float, float, float] | None:
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
 def _machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
@@ -55,7 +59,7 @@ def _machine() -> dict[str, Any]:
         "green_happybase": __version__,
         "platform": platform.platform(),
         # Other work on the machine skews ops/s more than CPU time per call.
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average": _load_average(),
     }
 
 
@@ -140,6 +144,7 @@ def run_suite(target: Target, scale: Scale, progress: Progress, *, closed: bool,
         figures.update(_closed_loop(runner, target, scale))
     if open_loop is not None:
         figures["open_loop"] = _open_loop(runner, scale, open_loop)
+    figures["machine"]["load_average_end"] = _load_average()
     return figures
 
 
