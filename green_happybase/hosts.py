@@ -71,7 +71,7 @@ class Host:
     """A Thrift server, its open connections and its back-off state."""
 
     __slots__ = ("host", "port", "address", "open", "connects_total",
-                 "connect_errors_total", "failures", "retry_at")
+                 "connect_errors_total", "failures", "retry_at", "probed")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -82,6 +82,7 @@ class Host:
         self.connect_errors_total = 0
         self.failures = 0
         self.retry_at = 0.0
+        self.probed = False  # a probe proved transport and protocol right
 
     def stats(self, now: float) -> dict[str, Any]:
         return {

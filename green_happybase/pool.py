@@ -35,9 +35,10 @@ from typing import Any, cast
 
 from . import _green
 from .connection import GreenConnection
+from .diagnose import diagnose, probe
 from .errors import ConnectDeadline, ConnectionFailed, PoolClosed, PoolError, PoolExhausted
 from .histogram import Histogram
-from .hosts import HostList
+from .hosts import Host, HostList
 from .options import DEFAULT_PORT, check_seconds, options_doc, resolve
 from .urls import parse_url
 from .waiters import CLOSED, FORKED, Signal, WaitQueue
@@ -53,6 +54,7 @@ _UNSET: Any = object()
 _SLOT: Any = object()  # a free slot, handed to a waiter to connect with
 _NOT_QUIET = "socket shows EOF or unread bytes"
 _SCANNER_CLEANUP_SECONDS = 1.0
+_PROBE_SECONDS = 5.0  # a probe's bound when connect_timeout is None
 
 #: Upper bounds, in seconds, of the lease wait histogram in :meth:`stats`.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
@@ -644,11 +646,13 @@ class ConnectionPool:
         if conn._depth > 1:
             conn._depth -= 1
             return
-        if conn._scanners and self._scanner_cleanup:
-            self._close_scanners(conn)
+        # Both steps may yield; an interruption of either is raised once
+        # the lease has ended.
         interrupted = None
+        if conn._scanners and self._scanner_cleanup:
+            interrupted = self._close_scanners(conn)
         if self._on_checkin is not None:
-            interrupted = self._run_hook(self._on_checkin, conn)
+            interrupted = self._run_hook(self._on_checkin, conn) or interrupted
             if self._leases.get(me) is not conn:
                 if interrupted is not None:
                     raise interrupted
@@ -657,15 +661,16 @@ class ConnectionPool:
         if interrupted is not None:
             raise interrupted
 
-    def _close_scanners(self, conn: GreenConnection) -> None:
+    def _close_scanners(self, conn: GreenConnection) -> BaseException | None:
         """Close the scanners a lease left open, within a second in all.
 
         Best effort: a failure (or the second running out) discards the
         connection instead of holding up its caller; HBase then expires the
-        scanners.
+        scanners. A ``BaseException`` that cuts it is returned, to be raised
+        once the lease has ended.
         """
         if conn._in_call:
-            return  # to be discarded anyway
+            return None  # to be discarded anyway
         timer = _green.Timeout.start_new(_SCANNER_CLEANUP_SECONDS)
         try:
             while conn._scanners:
@@ -676,19 +681,17 @@ class ConnectionPool:
                          "connection", self.name, error)
             conn._in_call = True
         except BaseException as error:
+            conn._in_call = True
             if error is not timer:
-                conn._in_call = True
-                raise
+                return error
             logger.debug("pool %s: closing scanners took too long; discarding the "
                          "connection", self.name)
-            conn._in_call = True
         finally:
             timer.close()
-        logger.debug("pool %s: closed scanner(s) left open by a lease on %s",
-                     self.name, conn.address)
+        return None
 
-    def _end_lease(self, me: Any, conn: GreenConnection) -> None:
-        if self._instrumented:
+    def _end_lease(self, me: Any, conn: GreenConnection, timed: bool = True) -> None:
+        if self._instrumented and timed:
             used = _monotonic() - conn._leased_at
             self._use_times.observe(used)
             if self._observe is not None:
@@ -748,9 +751,22 @@ class ConnectionPool:
         The books are right before ``on_discard`` runs; an interruption of
         the hook is raised after, or returned with *defer*.
         """
+        if not self._close(conn, reason, level) or self._on_discard is None:
+            return None
+        interrupted = self._run_hook(self._on_discard, conn, reason)
+        if interrupted is not None and not defer:
+            raise interrupted
+        return interrupted
+
+    def _close(self, conn: GreenConnection, reason: str, level: int = logging.DEBUG) -> bool:
+        """The books and the socket of a discard, without yielding.
+
+        ``False``: *conn* was the parent's (inherited across fork), only
+        forgotten.
+        """
         if conn._epoch != self._epoch:
             conn._forget()
-            return None
+            return False
         self._n_open -= 1
         if conn._host is not None:
             conn._host.open -= 1
@@ -760,12 +776,7 @@ class ConnectionPool:
         logger.log(level, "pool %s: discarding connection to %s: %s",
                    self.name, conn.address, reason)
         self._release_slot()
-        if self._on_discard is None:
-            return None
-        interrupted = self._run_hook(self._on_discard, conn, reason)
-        if interrupted is not None and not defer:
-            raise interrupted
-        return interrupted
+        return True
 
     def _release_slot(self) -> None:
         """Free a slot, or hand it to the next waiter to connect with."""
@@ -784,6 +795,8 @@ class ConnectionPool:
         conn = GreenConnection(self, "localhost", DEFAULT_PORT, **kwargs)
         self._connecting.add(conn)
         try:
+            if self._closed:  # a slot handed over just before close()
+                raise PoolClosed("pool %s is closed" % self.name)
             self._connect(conn, deadline)
             if self._on_connect is not None:
                 interrupted = self._run_hook(self._on_connect, conn)
@@ -852,6 +865,8 @@ class ConnectionPool:
             attempt = _monotonic()
             try:
                 conn._connect(host.host, host.port, limit)
+                if not host.probed:
+                    self._check_gateway(conn, host, limit)
             except BaseException as error:
                 conn.close()
                 if error is timer:
@@ -859,6 +874,13 @@ class ConnectionPool:
                                           % host.address, ConnectDeadline) from None
                 if not isinstance(error, Exception):
                     raise
+                if conn._epoch != self._epoch:
+                    # The process forked mid-connect and the child dropped the
+                    # socket: no fault of the server's.
+                    raise _Forked() from None
+                if self._closed:  # close() cut the connect: no fault either
+                    raise PoolClosed("pool %s was closed while connecting to %s"
+                                     % (self.name, host.address)) from None
                 self._connect_errors_total += 1
                 self._hosts.failed(host, error)
                 failures.append("%s (%s)" % (host.address, error))
@@ -891,6 +913,38 @@ class ConnectionPool:
             self._start_maintainer()  # it watches for reconnect_timeout
         raise ConnectionFailed("pool %s could not connect to %s"
                                % (self.name, "; ".join(failures))) from last_error
+
+    def _check_gateway(self, conn: GreenConnection, host: Host,
+                       limit: float | None) -> None:
+        """The first exchange with *host*: one probe, or a diagnosis of what is wrong.
+
+        :raises ConnectionFailed: naming the likely misconfiguration and its fix
+        """
+        try:
+            kind = self._probe(conn, limit)
+        except Exception as error:
+            conn.close()
+            raise ConnectionFailed(self._diagnose(host, limit, error)) from error
+        if kind == "TWO":
+            conn.close()
+            raise ConnectionFailed(self._diagnose(host, limit, None))
+        host.probed = True
+
+    def _probe(self, conn: GreenConnection, limit: float | None) -> str:
+        """One cheap round trip (``getThriftServerType``), within *limit* seconds."""
+        sock = conn._socket.sock
+        sock.settimeout(limit or _PROBE_SECONDS)
+        try:
+            return probe(conn.client._oprot)
+        finally:
+            if conn._socket.sock is sock:
+                sock.settimeout(conn._socket.socket_timeout)
+
+    def _diagnose(self, host: Host, limit: float | None, error: Exception | None) -> str:
+        kwargs = self._connection_kwargs
+        return diagnose(host.host, host.port, transport=kwargs["transport"],
+                        protocol=kwargs["protocol"], timeout=limit or _PROBE_SECONDS,
+                        error=error)
 
     def _renew(self, conn: GreenConnection) -> None:
         """Give a leased connection whose last call was cut a fresh socket.
@@ -1010,12 +1064,15 @@ class ConnectionPool:
             self._maintaining = True
             try:
                 self._expire_idle()
+                self._keep_warm()
                 self._refill(epoch)
                 self._warn_leaks()
                 self._watch_reachability()
             except (PoolClosed, _Forked):
                 return
-            except Exception:
+            except (Exception, _green.Timeout):
+                # A Timeout here is a hook's own (the pool arms none around
+                # maintenance): it ends this round, not maintenance.
                 logger.exception("pool %s: maintenance failed", self.name)
             finally:
                 if epoch == self._epoch:
@@ -1045,11 +1102,51 @@ class ConnectionPool:
         gone = {id(conn) for conn, _ in expired}
         stack[:] = [conn for conn in stack if id(conn) not in gone]
         self._n_idle -= len(expired)
+        # Every socket closed before the first hook yields: none is ever
+        # neither on the stack nor closed (a fork would not find it).
+        expired = [(conn, reason) for conn, reason in expired if self._close(conn, reason)]
+        if self._on_discard is None:
+            return
         for conn, reason in expired:
-            interrupted = self._discard(conn, reason, defer=True)
+            interrupted = self._run_hook(self._on_discard, conn, reason)
             if interrupted is not None:
                 logger.warning("pool %s: on_discard hook interrupted by %r",
                                self.name, interrupted)
+
+    def _keep_warm(self) -> None:
+        """Ping each idle connection unused for *keepalive* seconds, once.
+
+        One at a time, lifted off the stack and leased to the maintainer
+        while it is pinged, so that no caller is handed it meanwhile; one
+        that fails is discarded (the refill replaces it).
+        """
+        if self._keepalive is None:
+            return
+        due = _monotonic() - self._keepalive
+        for conn in [c for c in self._idle if c._last_used <= due]:
+            if conn not in self._idle or conn._last_used > due or self._closed:
+                continue  # leased, used or closed since
+            self._idle.remove(conn)
+            self._n_idle -= 1
+            me = _getcurrent()
+            self._leases[me] = conn
+            conn._owner = me
+            conn._depth = 1
+            try:
+                self._probe(conn, self._connect_timeout)
+            except BaseException as error:
+                if conn._epoch != self._epoch:
+                    raise _Forked() from None  # the child forgot it
+                self._unlease(me, conn)
+                if not isinstance(error, Exception):
+                    self._discard(conn, "keepalive interrupted", defer=True)
+                    raise
+                self._discard(conn, "keepalive failed: %s" % error, logging.INFO, defer=True)
+                continue
+            if conn._epoch != self._epoch:
+                raise _Forked()
+            self._keepalive_total += 1
+            self._end_lease(me, conn, timed=False)
 
     def _refill(self, epoch: int) -> None:
         """Open connections up to *min_size*, at most once per *retry_interval*."""

@@ -142,7 +142,7 @@ class WaitQueue:
                 if error is timer:
                     return TIMED_OUT
                 raise
-            del self._in_flight[waiter]
+            self._in_flight.pop(waiter, None)  # signals are never in flight
             if error is timer:
                 return item  # it was handed in time
             if not isinstance(item, Signal):

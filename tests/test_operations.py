@@ -253,3 +253,70 @@ def test_a_lease_idle_past_the_gateway_cut_is_warned_of(pool, caplog):
         assert caplog.text.count("has made no call") == 1
     finally:
         quiet.close()
+
+
+def test_a_misconfigured_transport_fails_in_the_constructor_naming_the_fix():
+    from green_happybase import ConnectionPool
+
+    with HBaseServer(transport="framed", protocol="compact") as server:
+        with pytest.raises(ConnectionFailed) as info:
+            ConnectionPool(2, host=server.host, port=server.port, connect_timeout=2)
+    message = str(info.value)
+    assert "TSocket read 0 bytes" in message or "framed" in message
+    assert "transport='framed'" in message and "protocol='compact'" in message
+    assert server.address in message
+
+
+def test_a_thrift2_gateway_is_named():
+    from green_happybase import ConnectionPool
+
+    with HBaseServer(server_type="two") as server:
+        with pytest.raises(ConnectionFailed, match="Thrift2"):
+            ConnectionPool(1, host=server.host, port=server.port, connect_timeout=2)
+
+
+def test_a_correct_configuration_makes_one_probe_per_host(hbase_server):
+    pool = make_pool(hbase_server, size=3)
+    assert hbase_server.stats()["calls"] == 1  # the constructor's probe
+    release = Event()
+
+    def hold():
+        with pool.connection() as conn:
+            conn.tables()
+            release.wait()
+
+    holders = [gevent.spawn(hold) for _ in range(3)]  # three connections
+    gevent.sleep(0.05)
+    release.set()
+    gevent.joinall(holders, timeout=10)
+    assert all(h.successful() for h in holders)
+    assert pool.stats()["open"] == 3
+    assert hbase_server.stats()["calls"] == 1 + 3
+
+
+@pytest.mark.hbase_server(idle_timeout=1.0)
+def test_keepalive_keeps_min_size_connections_past_the_idle_cut(hbase_server):
+    """The gateway cuts connections idle for 1 s; pings every 0.2 s keep the
+    pool's two connections alive through several cut periods."""
+    pool = make_pool(hbase_server, size=2, min_size=2, keepalive=0.2)
+    fill_table(pool)
+    accepted = hbase_server.stats()["accepted"]
+    for _ in range(6):  # about three cut periods, a caller now and then
+        gevent.sleep(0.5)
+        assert ask(pool, 3)
+    stats = pool.stats()
+    assert stats["keepalive_total"] > 0
+    assert stats["discarded_total"] == 0  # no caller ever met a cut connection
+    assert hbase_server.stats()["accepted"] == accepted  # nothing reconnected
+    assert balanced(pool)
+
+
+def test_keepalive_never_pings_a_leased_connection(hbase_server):
+    pool = make_pool(hbase_server, size=1, keepalive=0.05)
+    fill_table(pool)
+    with pool.connection() as conn:
+        before = pool.stats()["keepalive_total"]
+        gevent.sleep(0.3)  # several maintainer rounds while leased
+        assert pool.stats()["keepalive_total"] == before
+        assert conn.table("t").row(b"row-1")[b"f:v"] == b"value-1"
+    assert balanced(pool)
