@@ -439,7 +439,7 @@ def test_bad_fault_injection_arguments():
     with pytest.raises(TypeError, match="n must"):
         server.close_after(1.5)
     with pytest.raises(ValueError, match="transport"):
-        HBaseServer(transport="http")
+        HBaseServer(transport="thrift")
     with pytest.raises(ValueError, match="protocol"):
         HBaseServer(protocol="json")
     with pytest.raises(ValueError, match="port"):
