@@ -7,7 +7,10 @@ pool built before ``gevent.monkey.patch_all()`` behaves exactly like one
 built after.
 """
 
+import ipaddress
 import os
+import socket
+from typing import Any
 
 from gevent import get_hub, getcurrent, sleep, spawn
 from gevent import socket as green_socket
@@ -18,6 +21,7 @@ from gevent.queue import LifoQueue
 from gevent.timeout import Timeout
 
 __all__ = [
+    "addresses",
     "Event",
     "LifoQueue",
     "Timeout",
@@ -38,6 +42,22 @@ poll = get_original("select", "poll")
 #: The OS thread's id, even when gevent has patched ``threading`` (where the
 #: patched ``get_ident`` names the greenlet instead).
 thread_id = get_original("_thread", "get_ident")
+
+def addresses(host: Any, port: Any) -> list[tuple[int, int, int, Any]]:
+    """``(family, type, proto, sockaddr)`` to try for *host*:*port*.
+
+    An IP address needs no resolver: that keeps gevent's resolver (a thread)
+    off the connect path, and a child forked without ``gevent.reinit()``
+    (whose resolver thread is gone) still connects by address.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return [(family, kind, proto, sockaddr) for family, kind, proto, _, sockaddr
+                in green_socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)]
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return [(family, socket.SOCK_STREAM, 0, (host, port))]
+
 
 #: This process's id, kept current across ``os.fork()`` so that the hot path
 #: compares a number instead of making a system call.

@@ -16,7 +16,6 @@ Which place a connection is in (connecting, idle, leased, handed to a waiter,
 gone) is the pool's business: see :mod:`green_happybase.pool`.
 """
 
-import ipaddress
 import select
 import socket
 from typing import Any
@@ -27,6 +26,7 @@ from thriftpy2.transport import TSocket, TTransportException
 
 from . import _green
 from .errors import LeaseError, ReplyMismatch
+from .transports import open_channel
 
 # happybase loads its Thrift IDL under this module name when imported.
 from Hbase_thrift import Hbase  # noqa: E402  isort:skip
@@ -42,17 +42,6 @@ _SCANNER_CALLS = _SCANNER_OPENS | {"scannerClose"}
 _MAX_SEQID = 0x7FFFFFFF
 
 
-def _addresses(host: Any, port: Any) -> Any:
-    """``(family, type, proto, address)`` to try for *host*; IP literals need no resolver."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return [(family, kind, proto, address) for family, kind, proto, _, address
-                in _green.green_socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)]
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    return [(family, socket.SOCK_STREAM, 0, (host, port))]
-
-
 class _GreenSocket(TSocket):
     """A thriftpy2 socket built on ``gevent.socket``, for IPv4 and IPv6."""
 
@@ -60,7 +49,7 @@ class _GreenSocket(TSocket):
         # The socket is ours (and close() can cut the connect) before the
         # connect starts; every address of the host is tried, IPv6 included.
         error: BaseException | None = None
-        for family, kind, proto, address in _addresses(self.host, self.port):
+        for family, kind, proto, address in _green.addresses(self.host, self.port):
             sock = self.sock = _green.green_socket.socket(family, kind, proto)
             try:
                 sock.settimeout(self.connect_timeout)
@@ -185,9 +174,22 @@ class GreenConnection(happybase.Connection):  # type: ignore[misc]  # untyped ba
     and only while the lease lasts.
 
     .. versionadded:: 0.1
+    .. versionadded:: 0.2
+       *tls*, *auth*, *http_path*, *do_as* and ``transport="http"``: the
+       connection then runs on a :class:`~green_happybase.transports.Channel`
     """
 
-    def __init__(self, pool: Any, host: str, port: int, **kwargs: Any) -> None:
+    def __init__(self, pool: Any, host: str, port: int, *, tls: Any = False,
+                 auth: Any = None, http_path: str = "/", do_as: str | None = None,
+                 **kwargs: Any) -> None:
+        transport = kwargs.get("transport", "buffered")
+        # TLS, SASL and HTTP run on a channel of their own; plain TCP keeps
+        # the leaner socket below (one poll() per checkout).
+        self._channel_options: dict[str, Any] | None = None
+        if tls is not False or auth is not None or transport == "http":
+            self._channel_options = {"transport": transport, "tls": tls, "auth": auth,
+                                     "http_path": http_path, "do_as": do_as}
+            kwargs["transport"] = "buffered"  # happybase knows no "http"
         self._pool = pool
         self._owner: Any = None  # the greenlet holding the lease
         self._depth = 0  # nested leases held by the owner
@@ -202,6 +204,8 @@ class GreenConnection(happybase.Connection):  # type: ignore[misc]  # untyped ba
         self._created = self._last_used = self._expires = self._leased_at = 0.0
         self._leak_warned = False
         self._scanners: set[Any] = set()  # ids of the scanners opened and not closed
+        self._socket: Any = None  # a _GreenSocket, or a channel's socket transport
+        self._poll: Any = None  # the checkout check, set on connect
         super().__init__(host=host, port=port, autoconnect=False, **kwargs)
 
     @property
@@ -216,8 +220,21 @@ class GreenConnection(happybase.Connection):  # type: ignore[misc]  # untyped ba
         self.client = _CheckedClient(protocol, self)
 
     def _connect(self, host: str, port: int, timeout: float | None) -> None:
-        """Open a fresh socket to *host*:*port*; the connect takes at most *timeout* s."""
+        """Open a fresh connection to *host*:*port* within *timeout* seconds.
+
+        After it, ``_poll(0)`` is truthy when the connection is not quiet
+        (EOF or unread bytes): the pool's checkout check.
+        """
         self.host, self.port = host, port
+        if self._channel_options is not None:
+            channel = open_channel(host, port, timeout=self._io_seconds(),
+                                   connect_timeout=timeout, **self._channel_options)
+            self._socket = channel._inner  # .sock (None once closed), forget()
+            self.transport = channel.transport
+            self.client = _CheckedClient(
+                self._protocol_class(self.transport, decode_response=False), self)
+            self._poll = lambda _timeout: not channel.quiet()
+            return
         self._refresh_thrift_client()
         self._socket.connect_timeout = timeout
         self.transport.open()
@@ -227,6 +244,16 @@ class GreenConnection(happybase.Connection):  # type: ignore[misc]  # untyped ba
         poller = _green.poll()
         poller.register(self._socket.sock.fileno(), _POLL_FLAGS)
         self._poll = poller.poll
+
+    def _io_seconds(self) -> float | None:
+        """happybase's socket timeout (milliseconds) in seconds."""
+        return None if self.timeout is None else self.timeout / 1000
+
+    def _set_io_timeout(self, seconds: float | None) -> None:
+        """Bound each socket operation by *seconds* (``None``: back to happybase's)."""
+        sock = self._socket.sock
+        if sock is not None:
+            sock.settimeout(self._io_seconds() if seconds is None else seconds)
 
     def _not_leased(self) -> LeaseError:
         if self._pid != _green.pid:

@@ -10,11 +10,13 @@ table, so an option cannot drift between them.
 import difflib
 import logging
 import math
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from happybase.connection import COMPAT_MODES, THRIFT_PROTOCOLS, THRIFT_TRANSPORTS
 
+from .auth import Auth, check_combination
 from .hosts import parse_hosts
 
 __all__ = ["OPTIONS", "Option", "Settings", "check_seconds", "options_doc", "resolve"]
@@ -127,6 +129,30 @@ def _port(name: str, value: Any) -> int:
     if not _is_int(value) or not 0 < value < 65536:
         raise ValueError("%r must be a TCP port number, got %r" % (name, value))
     return int(value)
+
+
+def _tls(name: str, value: Any) -> Any:
+    if not isinstance(value, (bool, ssl.SSLContext)):
+        raise TypeError("%r must be True, False or an ssl.SSLContext, got %r" % (name, value))
+    return value
+
+
+def _auth(name: str, value: Any) -> Any:
+    if value is None or callable(value) and not isinstance(value, Auth):
+        return value  # a callable is asked at each new connection
+    if not isinstance(value, Auth):
+        raise TypeError("%r must be an object from green_happybase.auth (Kerberos, Plain, "
+                        "Basic, Bearer, Headers) or a callable returning one, got %r"
+                        % (name, value))
+    return value
+
+
+def _http_path(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or any(
+            c.isspace() for c in value):
+        raise ValueError("%r must be a path starting with '/' and without spaces, got %r"
+                         % (name, value))
+    return value
 
 
 def _hosts(name: str, value: Any) -> Any:
@@ -309,8 +335,26 @@ _TABLE = [
     Option("timeout", None, _optional(_milliseconds), _url_optional(_url_ms),
            "socket timeout in **milliseconds**, as in happybase (default "
            "``None``: none); a value under 100 logs a warning"),
-    Option("transport", "buffered", _one_of(sorted(THRIFT_TRANSPORTS)), _url_text,
-           "``buffered`` or ``framed``, as the gateway serves (default buffered)"),
+    Option("transport", "buffered", _one_of(sorted(THRIFT_TRANSPORTS) + ["http"]), _url_text,
+           "``buffered``, ``framed`` or ``http`` (Thrift over HTTP POST, for a "
+           "gateway with ``hbase.regionserver.thrift.http=true``), as the gateway "
+           "serves (default buffered)"),
+    Option("tls", False, _tls, None,
+           "``True`` (system CAs, host name checked), an ``ssl.SSLContext``, or "
+           "``False``: HTTPS with ``transport='http'``, else TLS on the socket "
+           "(for a TLS proxy in front of the gateway) (default ``False``)",
+           "use the hbase+https:// or hbase+tls:// scheme, and cafile="),
+    Option("auth", None, _auth, None,
+           "an object from :mod:`green_happybase.auth` (``Kerberos``, ``Plain``, "
+           "``Basic``, ``Bearer``, ``Headers``), or a callable returning one, asked "
+           "at each new connection (rotating credentials) (default ``None``)",
+           "use auth=kerberos|plain|basic|bearer"),
+    Option("http_path", "/", _http_path, _url_text,
+           "the path Thrift requests are posted to, with ``transport='http'`` "
+           "(default ``/``)"),
+    Option("do_as", None, _optional(_text), _url_text,
+           "the user to act as (the ``doAs`` header of an HTTP gateway with "
+           "``hbase.thrift.support.proxyuser=true``) (default ``None``)"),
     Option("protocol", "binary", _one_of(sorted(THRIFT_PROTOCOLS)), _url_text,
            "``binary`` or ``compact``, as the gateway serves (default binary)"),
     Option("compat", "0.98", _one_of(sorted(COMPAT_MODES)), _url_text,
@@ -327,7 +371,7 @@ OPTIONS: dict[str, Option] = {option.name: option for option in _TABLE}
 
 #: The options passed on to ``happybase.Connection``.
 CONNECTION_OPTIONS = ("timeout", "transport", "protocol", "compat", "table_prefix",
-                      "table_prefix_separator")
+                      "table_prefix_separator", "tls", "auth", "http_path", "do_as")
 
 
 class Settings:
@@ -393,6 +437,8 @@ def _check_together(s: Settings) -> None:
         s.addresses = s.hosts
     else:
         s.addresses = [(s.host or "localhost", s.port or DEFAULT_PORT)]
+    if not callable(s.auth) or isinstance(s.auth, Auth):
+        check_combination(s.transport, s.protocol, s.tls, s.auth, s.do_as)
     if s.timeout is not None and s.timeout < _TIMEOUT_WARN_MS:
         logger.warning("ConnectionPool: timeout=%r is in milliseconds (happybase's "
                        "meaning), so socket operations time out after %r ms; for "

@@ -34,9 +34,17 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from . import _green
+from .auth import Auth
 from .connection import GreenConnection
 from .diagnose import diagnose, probe
-from .errors import ConnectDeadline, ConnectionFailed, PoolClosed, PoolError, PoolExhausted
+from .errors import (
+    AuthenticationFailed,
+    ConnectDeadline,
+    ConnectionFailed,
+    PoolClosed,
+    PoolError,
+    PoolExhausted,
+)
 from .histogram import Histogram
 from .hosts import Host, HostList
 from .options import DEFAULT_PORT, check_seconds, options_doc, resolve
@@ -476,6 +484,8 @@ class ConnectionPool:
             try:
                 self._give_back(self._open(deadline))
                 error = None
+            except _Forked:
+                continue  # the child starts again with its own books
             except ConnectionFailed as failure:
                 error = failure
                 pause = min([h.retry_at for h in self._hosts.hosts]) - _monotonic()
@@ -790,8 +800,8 @@ class ConnectionPool:
         """Open a connection in a slot already counted; on failure free the slot."""
         epoch = self._epoch
         kwargs = self._connection_kwargs
-        if callable(kwargs["table_prefix"]):
-            kwargs = dict(kwargs, table_prefix=self._current_prefix(kwargs["table_prefix"]))
+        if callable(kwargs["table_prefix"]) or callable(kwargs["auth"]):
+            kwargs = self._current_settings(kwargs)
         conn = GreenConnection(self, "localhost", DEFAULT_PORT, **kwargs)
         self._connecting.add(conn)
         try:
@@ -825,16 +835,22 @@ class ConnectionPool:
             self._start_maintainer()
         return conn
 
-    def _current_prefix(self, source: Callable[[], Any]) -> Any:
-        try:
-            prefix = source()
-        except Exception as error:
-            raise ConnectionFailed("pool %s: the table_prefix callable failed: %r"
-                                   % (self.name, error)) from error
-        if prefix is not None and not isinstance(prefix, (str, bytes)):
-            raise ConnectionFailed("pool %s: the table_prefix callable returned %r, not a "
-                                   "string" % (self.name, prefix))
-        return prefix
+    def _current_settings(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The connection's settings, with the callable ones asked now."""
+        kwargs = dict(kwargs)
+        for name, valid in (("table_prefix", (str, bytes, type(None))), ("auth", Auth)):
+            source = kwargs[name]
+            if not callable(source) or isinstance(source, Auth):
+                continue
+            try:
+                kwargs[name] = source()
+            except Exception as error:
+                raise ConnectionFailed("pool %s: the %s callable failed: %r"
+                                       % (self.name, name, error)) from error
+            if not isinstance(kwargs[name], valid):
+                raise ConnectionFailed("pool %s: the %s callable returned %r"
+                                       % (self.name, name, kwargs[name]))
+        return kwargs
 
     def _connect(self, conn: GreenConnection, deadline: float | None) -> None:
         """Connect *conn* to the next server that answers.
@@ -852,6 +868,7 @@ class ConnectionPool:
         ready, backing_off = self._hosts.candidates(now)
         failures = []
         last_error: Exception | None = None
+        refused: AuthenticationFailed | None = None
         for host in ready:
             limit = self._connect_timeout
             timer = None
@@ -882,6 +899,12 @@ class ConnectionPool:
                     raise PoolClosed("pool %s was closed while connecting to %s"
                                      % (self.name, host.address)) from None
                 self._connect_errors_total += 1
+                if isinstance(error, AuthenticationFailed):
+                    # Refused credentials or certificate: the server is up,
+                    # no back-off; every server is tried, then this is raised.
+                    refused = refused or error
+                    failures.append("%s (%s)" % (host.address, error))
+                    continue
                 self._hosts.failed(host, error)
                 failures.append("%s (%s)" % (host.address, error))
                 last_error = error
@@ -911,6 +934,8 @@ class ConnectionPool:
             self._unreachable_since = now
         if self._constructed:
             self._start_maintainer()  # it watches for reconnect_timeout
+        if refused is not None:
+            raise refused
         raise ConnectionFailed("pool %s could not connect to %s"
                                % (self.name, "; ".join(failures))) from last_error
 
@@ -922,6 +947,9 @@ class ConnectionPool:
         """
         try:
             kind = self._probe(conn, limit)
+        except AuthenticationFailed:
+            conn.close()  # over HTTP, the first request meets the 401: precise already
+            raise
         except Exception as error:
             conn.close()
             raise ConnectionFailed(self._diagnose(host, limit, error)) from error
@@ -932,19 +960,17 @@ class ConnectionPool:
 
     def _probe(self, conn: GreenConnection, limit: float | None) -> str:
         """One cheap round trip (``getThriftServerType``), within *limit* seconds."""
-        sock = conn._socket.sock
-        sock.settimeout(limit or _PROBE_SECONDS)
+        conn._set_io_timeout(limit or _PROBE_SECONDS)
         try:
             return probe(conn.client._oprot)
         finally:
-            if conn._socket.sock is sock:
-                sock.settimeout(conn._socket.socket_timeout)
+            conn._set_io_timeout(None)
 
     def _diagnose(self, host: Host, limit: float | None, error: Exception | None) -> str:
         kwargs = self._connection_kwargs
         return diagnose(host.host, host.port, transport=kwargs["transport"],
                         protocol=kwargs["protocol"], timeout=limit or _PROBE_SECONDS,
-                        error=error)
+                        error=error, tls=kwargs["tls"])
 
     def _renew(self, conn: GreenConnection) -> None:
         """Give a leased connection whose last call was cut a fresh socket.
@@ -963,7 +989,12 @@ class ConnectionPool:
             conn._host = None
         conn.close()
         timeout = conn._lease_timeout
-        self._connect(conn, _monotonic() + timeout if timeout else None)
+        try:
+            self._connect(conn, _monotonic() + timeout if timeout else None)
+        except _Forked:
+            # The process forked while this lease reconnected: the child
+            # dropped the connection, as it does every leased one.
+            raise conn._not_leased() from None
         if self._closed:
             conn._host.open -= 1
             conn._host = None

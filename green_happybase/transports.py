@@ -118,7 +118,7 @@ def _capture(func: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any
 
 def recv_exact(sock: Any, size: int, what: str, *, eof_ok: bool = False) -> bytes:
     """Exactly *size* bytes, never more; ``b""`` at a clean EOF when *eof_ok*."""
-    data = b""
+    data = bytearray()  # grows in place: a large frame costs linear time
     while len(data) < size:
         chunk = sock.recv(min(size - len(data), 1 << 20))
         if not chunk:
@@ -127,7 +127,7 @@ def recv_exact(sock: Any, size: int, what: str, *, eof_ok: bool = False) -> byte
             raise TTransportException(TTransportException.END_OF_FILE,
                                       "connection closed in the middle of %s" % what)
         data += chunk
-    return data
+    return bytes(data)
 
 
 def send_sasl(sock: Any, status: int, payload: bytes) -> None:
@@ -870,11 +870,11 @@ def _connect(host: str, port: int, address: str, timeout: float | None) -> Any:
     """A connected gevent socket, trying every address *host* resolves to."""
     last: OSError | None = None
     try:
-        infos = _green.green_socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        infos = _green.addresses(host, port)
     except OSError as error:
         raise TTransportException(TTransportException.NOT_OPEN,
                                   "could not resolve %s: %s" % (address, error)) from error
-    for family, kind, proto, _, sockaddr in infos:
+    for family, kind, proto, sockaddr in infos:
         sock = _green.green_socket.socket(family, kind, proto)
         try:
             sock.settimeout(timeout)

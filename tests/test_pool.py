@@ -426,7 +426,7 @@ def test_pool_is_a_context_manager(hbase_server):
     ((2,), {"min_size": 3}, ValueError, "'min_size'"),
     ((2,), {"acquire_timeout": -1}, ValueError, "'acquire_timeout'"),
     ((2,), {"idle_timeout": -1.5}, ValueError, "-1.5"),
-    ((2,), {"transport": "http"}, ValueError, "'http'"),
+    ((2,), {"transport": "thrift"}, ValueError, "'thrift'"),
     ((2,), {"protocol": "json"}, ValueError, "'json'"),
     ((2,), {"compat": "0.80"}, ValueError, "'0.80'"),
     ((2,), {"autoconect": True}, TypeError, "autoconect"),
