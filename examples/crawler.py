@@ -33,6 +33,7 @@ from gevent.pool import Pool
 from gevent.queue import JoinableQueue
 
 import green_happybase
+from green_happybase.config import ENV_URL
 
 TABLE = "pages"
 log = logging.getLogger("crawler")
@@ -132,9 +133,9 @@ class Crawler:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("start_url", help="where to start, e.g. http://127.0.0.1:8000/")
-    parser.add_argument("--hbase", default=os.environ.get(green_happybase.config.ENV_URL),
+    parser.add_argument("--hbase", default=os.environ.get(ENV_URL),
                         help="hbase:// URL of the pool (default: $%s)"
-                        % green_happybase.config.ENV_URL)
+                        % ENV_URL)
     parser.add_argument("--concurrency", type=int, default=20, help="fetchers (default 20)")
     parser.add_argument("--max-pages", type=int, default=1000,
                         help="stop discovering after this many URLs (default 1000)")
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.hbase:
         parser.error("give --hbase hbase://HOST:PORT/?size=N or set %s"
-                     % green_happybase.config.ENV_URL)
+                     % ENV_URL)
     if args.concurrency < 1 or args.max_pages < 1:
         parser.error("--concurrency and --max-pages must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -32,6 +32,7 @@ from locust.exception import StopTest, StopUser
 from locust.runners import MasterRunner
 
 import green_happybase
+from green_happybase.config import ENV_URL
 
 TABLE = "locust"
 COLUMN = b"d:v"
@@ -98,10 +99,10 @@ def _build_pool(environment: Any, **kwargs: Any) -> None:
     # Once per process, before any user starts: users must share one pool.
     if isinstance(environment.runner, MasterRunner):
         return  # a distributed run's master runs no users
-    url = environment.host or os.environ.get(green_happybase.config.ENV_URL)
+    url = environment.host or os.environ.get(ENV_URL)
     if not url:
         raise SystemExit("give --host hbase://HOST:PORT/?size=N or set %s"
-                         % green_happybase.config.ENV_URL)
+                         % ENV_URL)
     start = time.perf_counter()
     try:
         pool = green_happybase.configure(url, name="locust")

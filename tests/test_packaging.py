@@ -17,12 +17,9 @@ from pathlib import Path
 import pytest
 
 import green_happybase
+from poolkit import ask, balanced, fill_table, make_pool
 
 ROOT = Path(__file__).resolve().parents[1]
-
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(name) is None for name in ("build", "twine")),
-    reason="build and twine are in the test extra")
 
 
 def run(argv, cwd=ROOT, env=None, timeout=300):
@@ -37,6 +34,9 @@ def run(argv, cwd=ROOT, env=None, timeout=300):
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
     """``(sdist, wheel)`` paths."""
+    for name in ("build", "twine"):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip("%s is not installed (it is in the test extra)" % name)
     out = tmp_path_factory.mktemp("dist")
     run([sys.executable, "-m", "build", "--no-isolation", "--outdir", out, ROOT])
     sdists, wheels = sorted(out.glob("*.tar.gz")), sorted(out.glob("*.whl"))
@@ -92,8 +92,19 @@ def test_the_wheel_holds_the_typed_package_its_license_and_pytest_plugin(dist):
     assert "[pytest11]\ngreen_happybase = green_happybase.testing.plugin" in entry_points
 
 
+def test_the_suite_helpers_serve_a_pool(hbase_server):
+    """conftest.py, poolkit.py and the pytest plugin's fixture work together.
+
+    The unpacked sdist runs this test on its own copies of them.
+    """
+    pool = make_pool(hbase_server)
+    fill_table(pool)
+    assert all(ask(pool, key) for key in range(3))
+    assert balanced(pool)
+
+
 def test_the_unpacked_sdist_runs_its_own_tests(dist, tmp_path):
-    """The pool tests pass from the unpacked sdist, on its conftest, helpers and package."""
+    """The sdist's tests run on its own package, conftest and helpers."""
     with tarfile.open(dist[0]) as tar:
         tar.extractall(tmp_path, filter="data")
     (source,) = tmp_path.iterdir()
@@ -102,6 +113,7 @@ def test_the_unpacked_sdist_runs_its_own_tests(dist, tmp_path):
     where = run([sys.executable, "-c", "import green_happybase; print(green_happybase.__file__)"],
                 cwd=source, env=env)
     assert Path(where.strip()).is_relative_to(source), where
-    output = run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                  "tests/test_pool.py"], cwd=source, env=env)
-    assert " passed" in output, output
+    output = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                  "tests/test_packaging.py::test_the_suite_helpers_serve_a_pool"],
+                 cwd=source, env=env)
+    assert "1 passed" in output, output

@@ -41,11 +41,11 @@ def post_worker_init(worker: Any) -> None:
 
     # The app module is importable here: gunicorn has loaded it already.
     from app import ensure_table
+    from green_happybase.config import ENV_URL
 
-    url = os.environ.get(green_happybase.config.ENV_URL)
+    url = os.environ.get(ENV_URL)
     if not url:
-        raise RuntimeError("set %s, e.g. hbase://localhost:9090/?size=8"
-                           % green_happybase.config.ENV_URL)
+        raise RuntimeError("set %s, e.g. hbase://localhost:9090/?size=8" % ENV_URL)
     pool = green_happybase.configure(url)
     ensure_table()
     worker.log.info("worker %d: pool %s ready (size %d)", os.getpid(), pool.name, pool.size)
