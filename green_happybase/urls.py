@@ -5,11 +5,24 @@ A URL names the Thrift servers and carries every option of
 
     hbase://host-a:9090,host-b:9090/?size=10&min_size=2&transport=framed
         &protocol=compact&timeout=5000&table_prefix=app
+
+Secure gateways have schemes of their own: ``hbase+tls://`` (TLS on the
+socket), ``hbase+http://`` and ``hbase+https://`` (Thrift over HTTP), with
+``cafile=`` to trust a private CA and ``auth=kerberos|plain|basic|bearer``
+(``service=``, ``qop=``, ``principal=``, ``hostname=`` for Kerberos;
+``user=`` for plain and basic). Secrets never go in a URL: the password
+comes from ``GREEN_HAPPYBASE_PASSWORD``, the bearer token from
+``GREEN_HAPPYBASE_TOKEN`` (read at each request), or pass ``auth=`` as a
+keyword argument.
 """
 
+import os
+import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
+from . import auth
 from .hosts import parse_address
 from .options import DEFAULT_PORT, OPTIONS
 
@@ -41,8 +54,10 @@ def _url_size(text: str) -> int:
     return int(text)
 
 
-def _parse_query(query: str) -> dict[str, Any]:
+def _parse_query(query: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The options of a query, and the raw text of its security parameters."""
     values: dict[str, Any] = {}
+    security: dict[str, str] = {}
     unknown: list[str] = []
     known = ["size"] + [name for name, option in OPTIONS.items() if option.parse]
     for field in query.split("&"):
@@ -52,6 +67,14 @@ def _parse_query(query: str) -> dict[str, Any]:
         name, text = unquote_plus(raw_name), unquote_plus(raw_value)
         if not sep:
             raise ValueError("URL parameter %r has no value (write %s=VALUE)" % (name, name))
+        if name in _SECRETS:
+            raise ValueError("URL parameter %r is not allowed: secrets never go in a URL; "
+                             "set %s or pass auth= as a keyword argument" % (name, _SECRETS[name]))
+        if name in _SECURITY:
+            if name in security:
+                raise ValueError("URL parameter %r is given twice (last %r)" % (name, text))
+            security[name] = text
+            continue
         option = OPTIONS.get(name)
         if option is not None and option.parse is None:
             raise ValueError("URL parameter %s=%r is not allowed: %s"
@@ -64,8 +87,94 @@ def _parse_query(query: str) -> dict[str, Any]:
         values[name] = _convert(name, text)
     if unknown:
         raise ValueError("unknown URL parameter(s) %s; known: %s"
-                         % (", ".join(unknown), ", ".join(known)))
-    return values
+                         % (", ".join(unknown), ", ".join(known + list(_SECURITY))))
+    return values, security
+
+
+def _security(scheme: str, params: dict[str, str]) -> dict[str, Any]:
+    """The ``transport``, ``tls`` and ``auth`` options a scheme and its parameters ask for."""
+    options: dict[str, Any] = dict(_SCHEMES[scheme])
+    cafile = params.pop("cafile", None)
+    if cafile is not None:
+        if not options.get("tls"):
+            raise ValueError("URL parameter cafile=%r needs the hbase+https:// or hbase+tls:// "
+                             "scheme" % (cafile,))
+        try:
+            options["tls"] = ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError("URL parameter cafile=%r cannot be loaded: %s"
+                             % (cafile, error)) from None
+    kind = params.pop("auth", None)
+    if kind is None:
+        if params:
+            raise ValueError("URL parameter(s) %s need auth=kerberos|plain|basic|bearer"
+                             % ", ".join("%s=%r" % item for item in sorted(params.items())))
+        return options
+    maker = _AUTH_KINDS.get(kind)
+    if maker is None:
+        raise ValueError("URL parameter auth=%r is malformed: expected one of %s"
+                         % (kind, ", ".join(_AUTH_KINDS)))
+    try:
+        options["auth"] = maker(params)
+    except (TypeError, ValueError) as error:
+        raise ValueError("URL parameters for auth=%s: %s" % (kind, error)) from None
+    return options
+
+
+def _kerberos(params: dict[str, str]) -> Any:
+    return auth.Kerberos(**_take(params, "service", "principal", "qop", "hostname"))
+
+
+def _password(kind: Any) -> Callable[[dict[str, str]], Any]:
+    def make(params: dict[str, str]) -> Any:
+        user = _take(params, "user").get("user")
+        if user is None:
+            raise ValueError("user= is missing")
+        password = os.environ.get(ENV_PASSWORD)
+        if password is None:
+            raise ValueError("the password comes from the environment variable %s, which is "
+                             "not set" % ENV_PASSWORD)
+        return kind(user, password)
+    return make
+
+
+def _bearer(params: dict[str, str]) -> Any:
+    _take(params)
+    if ENV_TOKEN not in os.environ:
+        raise ValueError("the token comes from the environment variable %s, which is not set"
+                         % ENV_TOKEN)
+    # Read at each request: a token rotated in the environment is used at once.
+    return auth.Bearer(lambda: os.environ[ENV_TOKEN])
+
+
+def _take(params: dict[str, str], *names: str) -> dict[str, str]:
+    """Pop *names* from *params*; any parameter left over is not for this auth."""
+    taken = {name: params.pop(name) for name in names if name in params}
+    if params:
+        raise ValueError("parameter(s) %s do not apply"
+                         % ", ".join("%s=%r" % item for item in sorted(params.items())))
+    return taken
+
+
+#: The environment variables that carry the secrets a URL cannot.
+ENV_PASSWORD = "GREEN_HAPPYBASE_PASSWORD"
+ENV_TOKEN = "GREEN_HAPPYBASE_TOKEN"
+
+_SCHEMES: dict[str, dict[str, Any]] = {
+    "hbase": {},
+    "hbase+tls": {"tls": True},
+    "hbase+http": {"transport": "http"},
+    "hbase+https": {"transport": "http", "tls": True},
+}
+_AUTH_KINDS: dict[str, Callable[[dict[str, str]], Any]] = {
+    "kerberos": _kerberos,
+    "plain": _password(auth.Plain),
+    "basic": _password(auth.Basic),
+    "bearer": _bearer,
+}
+#: URL parameters that build ``tls`` and ``auth`` rather than name an option.
+_SECURITY = ("auth", "service", "qop", "principal", "hostname", "user", "cafile")
+_SECRETS = {"password": ENV_PASSWORD, "token": ENV_TOKEN}
 
 
 def _parse_server(entry: str) -> tuple[str, int]:
@@ -100,15 +209,17 @@ def parse_url(url: str, **overrides: Any) -> tuple[int, dict[str, Any]]:
         parts = urlsplit(url)
     except ValueError as error:
         raise ValueError("'url' is malformed (%s): %r" % (error, url)) from None
-    if parts.scheme != "hbase":
-        raise ValueError("'url' must start with hbase://, got %r" % (url,))
+    if parts.scheme not in _SCHEMES:
+        raise ValueError("'url' must start with %s, got %r"
+                         % (", ".join("%s://" % scheme for scheme in _SCHEMES), url))
     if parts.path not in ("", "/"):
         raise ValueError("'url' must have no path, got %r in %r" % (parts.path, url))
     if parts.fragment:
         raise ValueError("'url' must have no fragment, got %r in %r" % (parts.fragment, url))
     if "@" in parts.netloc:
         raise ValueError("'url' must carry no user or password, got %r" % (url,))
-    kwargs = _parse_query(parts.query)
+    kwargs, security = _parse_query(parts.query)
+    kwargs.update(_security(parts.scheme, security))
     if parts.netloc:
         servers = [_parse_server(entry) for entry in parts.netloc.split(",")]
         if len(servers) == 1:

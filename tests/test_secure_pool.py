@@ -262,3 +262,88 @@ def test_secrets_never_show_in_repr_or_errors():
         with pool.connection(timeout=5):
             pass
     assert "s3cret" not in str(info.value)
+
+
+# -- URLs ----------------------------------------------------------------------------
+
+def test_secure_urls_build_the_same_pool_as_keywords(ca, cert_files, tmp_path, monkeypatch):
+    from green_happybase.urls import parse_url
+
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("GREEN_HAPPYBASE_PASSWORD", "s3cret")
+    server, _ = server_and_options("http-basic", ca, cert_files)
+    with server:
+        url = ("hbase+http://%s/?size=2&auth=basic&user=alice&do_as=bob&http_path=/"
+               % server.address)
+        size, options = parse_url(url)
+        assert size == 2 and options["transport"] == "http" and options["do_as"] == "bob"
+        with ConnectionPool.from_url(url) as pool:
+            fill_table(pool)
+            assert ask(pool, 1)
+        assert "s3cret" not in repr(options)
+    server, _ = server_and_options("https", ca, cert_files)
+    with server:
+        with ConnectionPool.from_url("hbase+https://%s/?size=1&cafile=%s"
+                                     % (server.address, ca_file)) as pool:
+            fill_table(pool)
+            assert ask(pool, 2)
+
+
+@pytest.mark.parametrize("url, named", [
+    ("hbase://h/?password=x", "password"),
+    ("hbase://h/?token=x", "token"),
+    ("hbase://h/?auth=plain", "user="),
+    ("hbase://h/?auth=magic", "auth='magic'"),
+    ("hbase://h/?qop=auth-conf", "qop='auth-conf'"),
+    ("hbase://h/?cafile=/nowhere", "cafile='/nowhere'"),
+    ("hbase+https://h/?cafile=/nowhere", "cafile='/nowhere'"),
+    ("hbase+tls://h/?auth=bearer&user=x", "user='x'"),
+    ("hbase+http://h/?protocol=compact", "compact"),
+    ("hbase://h/?do_as=bob", "do_as"),
+    ("ftp://h/", "hbase+https://"),
+])
+def test_malformed_secure_url_parameters_name_themselves(url, named, monkeypatch):
+    from green_happybase.urls import parse_url
+
+    monkeypatch.setenv("GREEN_HAPPYBASE_TOKEN", "t")
+    with pytest.raises(ValueError) as info:
+        size, options = parse_url(url)
+        ConnectionPool(size, autoconnect=False, **options)
+    assert named in str(info.value)
+
+
+# -- Kerberos: SASL GSSAPI over TCP, SPNEGO over HTTP, through the pool --------------
+
+@pytest.fixture(scope="module")
+def realm():
+    from gatewaykit import kerberos_realm, needs_realm
+
+    if needs_realm.args[0]:
+        pytest.skip(needs_realm.kwargs["reason"])
+    with kerberos_realm() as made:
+        yield made
+
+
+@pytest.mark.parametrize("transport, qop", [("buffered", "auth"), ("buffered", "auth-conf"),
+                                            ("http", "auth")])
+def test_kerberos_through_the_pool(realm, transport, qop):
+    from gatewaykit import gateway_auth
+
+    from green_happybase.auth import Kerberos
+
+    service = "HTTP" if transport == "http" else "hbase"
+    server = HBaseServer(transport=transport, auth=gateway_auth(realm, service, qop))
+    with server:
+        pool = ConnectionPool(2, host=server.host, port=server.port, transport=transport,
+                              auth=Kerberos(qop=qop, hostname="localhost"))
+        ticks = []
+        ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.001)) for _ in range(10**6)])
+        try:
+            fill_table(pool)
+            assert all(ask(pool, key) for key in range(ROWS))
+        finally:
+            ticker.kill()
+            pool.close()
+        assert ticks  # the hub kept running while GSSAPI worked in threads
+        assert server.stats()["users"]
