@@ -329,7 +329,6 @@ def realm():
                                             ("http", "auth")])
 def test_kerberos_through_the_pool(realm, transport, qop):
     from gatewaykit import gateway_auth
-
     from green_happybase.auth import Kerberos
 
     service = "HTTP" if transport == "http" else "hbase"
