@@ -29,7 +29,7 @@ from .errors import LeaseError, ReplyMismatch
 from .transports import open_channel
 
 # happybase loads its Thrift IDL under this module name when imported.
-from Hbase_thrift import Hbase  # noqa: E402  isort:skip
+from Hbase_thrift import Hbase  # noqa: E402  # isort: skip
 
 __all__ = ["GreenConnection"]
 

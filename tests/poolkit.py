@@ -9,6 +9,9 @@ _made = []
 
 def make_pool(server, size=4, **options):
     """A pool on *server*, closed when the test ends (see conftest.py)."""
+    # The server's own transport and protocol: a real gateway may be framed/compact.
+    options.setdefault("transport", getattr(server, "transport", "buffered"))
+    options.setdefault("protocol", getattr(server, "protocol", "binary"))
     pool = ConnectionPool(size, host=server.host, port=server.port, **options)
     _made.append(pool)
     return pool

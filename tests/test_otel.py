@@ -4,6 +4,7 @@ Each test makes its own MeterProvider (with the SDK's in-memory reader) and
 TracerProvider (with the in-memory span exporter) and passes them to
 ``instrument``; nothing global is touched.
 """
+# ruff: noqa: E402 (imports follow pytest.importorskip: without the extra, the module skips)
 
 import json
 import subprocess
@@ -18,24 +19,24 @@ from gevent.event import Event
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import (  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
     Histogram,
     InMemoryMetricReader,
     Sum,
 )
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
+from opentelemetry.trace import SpanKind, StatusCode
 
-from green_happybase import PoolExhausted  # noqa: E402
-from green_happybase.histogram import DURATION_BUCKETS  # noqa: E402
-from green_happybase.otel import instrument, uninstrument  # noqa: E402
-from green_happybase.testing import HBaseServer  # noqa: E402
-from poolkit import balanced, fill_table, make_pool  # noqa: E402
+from green_happybase import PoolExhausted
+from green_happybase.histogram import DURATION_BUCKETS
+from green_happybase.otel import instrument, uninstrument
+from green_happybase.testing import HBaseServer
+from poolkit import balanced, fill_table, make_pool
 
 POOL_NAME = "db.client.connection.pool.name"
 #: name: (instrument data type, monotonic, unit), from the conventions.

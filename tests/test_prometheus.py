@@ -1,4 +1,5 @@
 """The Prometheus exporter: stats() figures as gauges, counters and a histogram."""
+# ruff: noqa: E402 (imports follow pytest.importorskip: without the extra, the module skips)
 
 import socket
 import urllib.request
@@ -9,14 +10,14 @@ from gevent.event import Event
 
 pytest.importorskip("prometheus_client")
 
-from gevent import monkey  # noqa: E402
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from prometheus_client.utils import floatToGoString  # noqa: E402
+from gevent import monkey
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
-from green_happybase import ConnectionFailed, ConnectionPool, PoolExhausted  # noqa: E402
-from green_happybase.prometheus import PoolCollector, register, unregister  # noqa: E402
-from poolkit import ROWS, fill_table, make_pool  # noqa: E402
+from green_happybase import ConnectionFailed, ConnectionPool, PoolExhausted
+from green_happybase.prometheus import PoolCollector, register, unregister
+from poolkit import ROWS, fill_table, make_pool
 
 GAUGES = ("size", "open", "idle", "in_use", "waiting")
 COUNTERS = ("acquired_total", "exhausted_total", "discarded_total", "connect_errors_total")

@@ -731,7 +731,6 @@ _UNSUPPORTED = frozenset(["ColumnCountGetFilter", "DependentColumnFilter", "Colu
 
 # The filter language: tokens, then a recursive descent over them.
 
-_SPACE = b" \t"
 _KEYWORDS = (b"AND", b"OR", b"SKIP", b"WHILE")
 
 

@@ -45,7 +45,6 @@ _MAX_NAME = 64 * 1024  # a method name
 _PAUSE_EVERY = 4096  # values walked between two pauses
 _RECV = 65536
 
-_I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _VERSION_MASK = -65536  # 0xffff0000 as a signed i32
 _VERSION_1 = -2147418112  # 0x80010000 as a signed i32
