@@ -327,8 +327,9 @@ def test_locust_reports_pool_exhausted_calls_as_failures(children, tmp_path):
     locust, code, _ = run_locust(children, tmp_path, url, users=10, duration="2s",
                                  json_stats=False)
     assert code == 1, locust.output
-    # locust's error report: one line per request name and error.
-    assert locust.count("hbase put: PoolExhausted(") == 1, locust.output
+    # locust's error report: a line per request name and error text (the
+    # text says how long it waited, so there may be more than one).
+    assert locust.count("hbase put: PoolExhausted(") >= 1, locust.output
     assert server.stop() == 0, server.output
 
 
