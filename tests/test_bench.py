@@ -124,7 +124,7 @@ def test_open_loop_classifies_every_request_of_every_variant(embedded_run):
     _check_open_loop(open_loop, LOADS)
     assert [row["rate"] for row in open_loop["loads"]] == \
         pytest.approx([load * capacity["requests_s"] for load in LOADS])
-    assert "OPEN LOOP" in proc.stdout and "goodput/s" in proc.stdout
+    assert "OPEN LOOP" in proc.stdout and "goodput" in proc.stdout
 
 
 def test_report_prints_every_target_and_explains_itself(embedded_run):

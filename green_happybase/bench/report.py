@@ -158,12 +158,12 @@ def _closed(figures: dict[str, Any]) -> list[str]:
                  "no contention"]
     for variant, value in figures["lease_us"].items():
         lines.append("  %-12s %8.2f" % (variant, value))
-    lines += ["", "Throughput, single-row gets: ops/s / client CPU us per call "
-                  "(the client process's CPU time divided by its calls)",
-              "  greenlets size " + "".join("%19s" % variant for variant in VARIANTS)]
+    lines += ["", "Throughput, single-row gets: ops/s / client CPU us per call",
+              "(the client process's CPU time over the measured window divided by its calls)",
+              "  greenlets size " + "".join("%13s" % variant for variant in VARIANTS)]
     for point in figures["throughput"]:
-        cells = "".join("%11s /%6s" % (_number(point[variant]),
-                                      _number(point["cpu_us"][variant], 1))
+        cells = "".join("%13s" % ("%s/%s" % (_number(point[variant]),
+                                             _number(point["cpu_us"][variant], 1)))
                         for variant in VARIANTS)
         lines.append("  %9d %4d %s" % (point["greenlets"], point["size"], cells))
     lines += [
@@ -214,28 +214,30 @@ def _open(figures: dict[str, Any]) -> list[str]:
         lines.append("capacity: %s requests/s (%s gets/s), served by %s with %d requests in "
                      "flight" % (_number(capacity["requests_s"]), _number(capacity["calls_s"]),
                                  capacity["variant"], capacity["concurrency"]))
-    columns = ("offered/s", "served/s", "goodput/s", "p50 ms", "p99 ms", "p99.9 ms", "shed",
-               "timed_out", "failed", "wrong", "CPU us/call")
+    row_format = "  %-14s %7s %7s %7s %7s %7s %7s %5s %9s %6s %5s %8s"
     for row in open_loop["loads"]:
-        lines += ["", "At %s: %s requests/s offered" % (_load_name(row["load"]),
-                                                       _number(row["rate"])),
-                  "  %-14s" % "" + " %9s %9s %9s %8s %8s %8s %6s %9s %6s %5s %11s" % columns]
+        lines += ["", "At %s: %s requests/s offered; rates per second, latencies in ms" % (
+                      _load_name(row["load"]), _number(row["rate"])),
+                  row_format % ("", "offered", "served", "goodput", "p50", "p99", "p99.9", "shed",
+                                "timed_out", "failed", "wrong", "CPU/call")]
         for variant in OPEN_VARIANTS:
             result = row["results"][variant]
             if not result["available"]:
                 lines.append("  %-14s unavailable: %s" % (variant, result["reason"]))
                 continue
-            lines.append("  %-14s %9s %9s %9s %8s %8s %8s %6d %9d %6d %5d %11s" % (
+            lines.append(row_format % (
                 variant, _number(result["offered_s"]), _number(result["served_s"]),
                 _number(result["goodput_s"]), _number(result["p50_ms"], 1),
                 _number(result["p99_ms"], 1), _number(result["p999_ms"], 1), result["shed"],
                 result["timed_out"], result["failed"], result["wrong"],
                 _number(result["cpu_us"], 1)))
     lines += [
-        "  served: got every answer, in time or late; goodput: served within the deadline;",
-        "  pNN: latency of served requests, arrival to last answer; shed: refused at once by",
-        "  the pool's policy; timed_out: no connection before the deadline (or still waiting",
-        "  at the end); failed: any other error; wrong: answers meant for another request",
+        "  offered: requests that arrived; served: got every answer, in time or late;",
+        "  goodput: served within the deadline; p50/p99/p99.9: latency of served requests,",
+        "  arrival to last answer; shed: refused at once by the pool's policy; timed_out:",
+        "  no connection before the deadline (or still waiting at the end); failed: any",
+        "  other error; wrong: answers meant for another request; CPU/call: client CPU us",
+        "  per call;",
         "  green_fifo, green_adaptive: this pool, queue='fifo' / 'adaptive', unpatched;",
         "  happybase: its pool, patched; semaphore: a gevent BoundedSemaphore over a list of",
         "  happybase connections, patched; raw_fifo: as above, no lease timeout",
