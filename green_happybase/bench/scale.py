@@ -2,8 +2,8 @@
 
 from typing import NamedTuple
 
-__all__ = ["CONTENDED_POINT", "FULL", "INTERRUPT", "Interrupt", "OpenLoop", "POINTS", "PROFILES",
-           "QUICK", "SMOKE", "Scale", "WAIT_POINT"]
+__all__ = ["CONTENDED_POINT", "FULL", "INTERRUPT", "Interrupt", "OpenLoop", "POINTS", "QUICK",
+           "SMOKE", "Scale", "WAIT_POINT"]
 
 #: (greenlets, pool size) of the throughput runs.
 POINTS: tuple[tuple[int, int], ...] = ((50, 4), (500, 10), (5000, 10))
@@ -69,4 +69,3 @@ FULL = Scale("full", warmup=1.0, duration=5.0, lease_loops=100000, lease_repeats
 #: For the test suite: every code path, a few seconds in all.
 SMOKE = Scale("smoke", warmup=0.05, duration=0.15, lease_loops=2000, lease_repeats=2,
               leases=200, fresh_children=False)
-PROFILES = {scale.name: scale for scale in (QUICK, FULL, SMOKE)}
