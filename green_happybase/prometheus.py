@@ -19,10 +19,14 @@ metric                                              type       from ``pool.stats
 ``green_happybase_pool_idle``                       gauge      ``idle``
 ``green_happybase_pool_in_use``                     gauge      ``in_use``
 ``green_happybase_pool_waiting``                    gauge      ``waiting``
+``green_happybase_pool_connecting``                 gauge      ``connecting``
 ``green_happybase_pool_acquired_total``             counter    ``acquired_total``
 ``green_happybase_pool_exhausted_total``            counter    ``exhausted_total``
 ``green_happybase_pool_discarded_total``            counter    ``discarded_total``
 ``green_happybase_pool_connect_errors_total``       counter    ``connect_errors_total``
+``green_happybase_pool_shed_total``                 counter    ``shed_total``
+``green_happybase_pool_scanners_closed_total``      counter    ``scanners_closed_total``
+``green_happybase_pool_keepalive_total``            counter    ``keepalive_total``
 ``green_happybase_pool_wait_seconds``               histogram  ``wait_histogram``
 ``green_happybase_pool_create_seconds``             histogram  ``create_time_histogram``
 ``green_happybase_pool_use_seconds``                histogram  ``use_time_histogram``
@@ -66,12 +70,16 @@ _GAUGES = (
     ("idle", "Open connections waiting to be leased."),
     ("in_use", "Connections leased by a greenlet."),
     ("waiting", "Greenlets queued for a connection."),
+    ("connecting", "Connections being opened."),
 )
 _COUNTERS = (
     ("acquired_total", "Leases handed out."),
     ("exhausted_total", "PoolExhausted errors raised."),
     ("discarded_total", "Connections closed by the pool."),
     ("connect_errors_total", "Failed connection attempts."),
+    ("shed_total", "Waiters shed by the adaptive queue."),
+    ("scanners_closed_total", "Scanners a lease left open, closed when it ended."),
+    ("keepalive_total", "Keepalive round trips on idle connections."),
 )
 # Filled always (waits), or while the pool is timed (see register()).
 _HISTOGRAMS = (

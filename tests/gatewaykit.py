@@ -213,3 +213,12 @@ def sockets_to(port: int) -> int:
 def wait_for(event: Event, what: str) -> None:
     with gevent.Timeout(HANG, AssertionError("timed out waiting for " + what)):
         event.wait()
+
+
+def calls_work(channel: Any, n: int = 3) -> None:
+    """*n* gets through *channel* answered right, and nothing left unread."""
+    c = client(channel)
+    for i in range(n):
+        row = b"row-%d" % i
+        assert c.getRow(b"t", row, {})[0].columns[b"cf:q"].value == b"t/" + row
+    assert channel.quiet()

@@ -1,6 +1,11 @@
 """Shared helpers of the pool tests: pools that are closed after each test,
 and a small table whose every answer can be checked against its request."""
 
+import os
+
+import gevent
+from gevent.event import Event
+
 from green_happybase import ConnectionPool
 
 ROWS = 20
@@ -43,3 +48,43 @@ def balanced(pool):
     stats = pool.stats()
     return (stats["open"] == stats["idle"] + stats["in_use"]
             and stats["in_use"] == 0 and stats["waiting"] == 0 and not pool._leases)
+
+
+def socket_fds():
+    """The sockets this process has open, as the kernel counts them."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink("/proc/self/fd/" + fd).startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def hold_leases(pool, count):
+    """*count* greenlets holding a lease each until the returned Event is set."""
+    release = Event()
+    holding = []
+
+    def holder(started):
+        with pool.connection():
+            started.set()
+            release.wait(10)
+
+    greenlets = []
+    for _ in range(count):
+        started = Event()
+        holding.append(started)
+        greenlets.append(gevent.spawn(holder, started))
+    for started in holding:
+        assert started.wait(5)
+    return release, greenlets
+
+
+def wait_until_waiting(pool, count):
+    """Let greenlets run until *count* of them are queued (bounded)."""
+    for _ in range(1000):
+        if pool.stats()["waiting"] == count:
+            return
+        gevent.sleep(0)
+    raise AssertionError("never %d waiting: %r" % (count, pool.stats()))

@@ -20,6 +20,7 @@ from gatewaykit import (
     HANG,
     USER,
     Gateway,
+    calls_work,
     client,
     gateway_auth,
     kerberos_realm,
@@ -38,14 +39,6 @@ pytestmark = needs_realm
 def realm() -> Iterator[Any]:
     with kerberos_realm() as made:
         yield made
-
-
-def calls_work(channel: Any, n: int = 3) -> None:
-    c = client(channel)
-    for i in range(n):
-        row = b"row-%d" % i
-        assert c.getRow(b"t", row, {})[0].columns[b"cf:q"].value == b"t/" + row
-    assert channel.quiet()
 
 
 @pytest.fixture(scope="module")

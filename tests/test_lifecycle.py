@@ -3,7 +3,6 @@
 import collections
 import json
 import logging
-import os
 import random
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from gevent.event import Event
 
 from green_happybase import ConnectionFailed, ConnectionPool, PoolClosed, PoolError
 from green_happybase.testing import HBaseServer
-from poolkit import ROWS, ask, balanced, fill_table, make_pool
+from poolkit import ROWS, ask, balanced, fill_table, make_pool, socket_fds
 
 
 class DiscardLog:
@@ -44,14 +43,6 @@ class DiscardLog:
         return self.reasons.count(reason) >= count
 
 
-def socket_fds():
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink("/proc/self/fd/" + fd).startswith("socket:")
-        except OSError:
-            pass
-    return count
 
 
 def test_restart_storm_recovers_with_right_answers(hbase_server):

@@ -36,7 +36,7 @@ from green_happybase import PoolExhausted
 from green_happybase.histogram import DURATION_BUCKETS
 from green_happybase.otel import instrument, uninstrument
 from green_happybase.testing import HBaseServer
-from poolkit import balanced, fill_table, make_pool
+from poolkit import balanced, fill_table, hold_leases, make_pool, wait_until_waiting
 
 POOL_NAME = "db.client.connection.pool.name"
 #: name: (instrument data type, monotonic, unit), from the conventions.
@@ -105,32 +105,8 @@ def pool_point(metric, pool, **attributes):
     return points(metric)[frozenset(dict(attributes, **{POOL_NAME: pool.name}).items())]
 
 
-def hold_leases(pool, count):
-    """*count* greenlets holding a lease each until the returned Event is set."""
-    release = Event()
-    started = []
-
-    def holder(ready):
-        with pool.connection():
-            ready.set()
-            release.wait(10)
-
-    greenlets = []
-    for _ in range(count):
-        ready = Event()
-        started.append(ready)
-        greenlets.append(gevent.spawn(holder, ready))
-    for ready in started:
-        assert ready.wait(5)
-    return release, greenlets
 
 
-def wait_until_waiting(pool, count):
-    for _ in range(1000):
-        if pool.stats()["waiting"] == count:
-            return
-        gevent.sleep(0)
-    raise AssertionError("never %d waiting: %r" % (count, pool.stats()))
 
 
 def test_pool_metrics_have_the_conventions_names_units_kinds_and_attributes(

@@ -6,7 +6,6 @@ import urllib.request
 
 import gevent
 import pytest
-from gevent.event import Event
 
 pytest.importorskip("prometheus_client")
 
@@ -17,10 +16,11 @@ from prometheus_client.utils import floatToGoString
 
 from green_happybase import ConnectionFailed, ConnectionPool, PoolExhausted
 from green_happybase.prometheus import PoolCollector, register, unregister
-from poolkit import ROWS, fill_table, make_pool
+from poolkit import ROWS, fill_table, hold_leases, make_pool, wait_until_waiting
 
-GAUGES = ("size", "open", "idle", "in_use", "waiting")
-COUNTERS = ("acquired_total", "exhausted_total", "discarded_total", "connect_errors_total")
+GAUGES = ("size", "open", "idle", "in_use", "waiting", "connecting")
+COUNTERS = ("acquired_total", "exhausted_total", "discarded_total", "connect_errors_total",
+            "shed_total", "scanners_closed_total", "keepalive_total")
 
 
 def samples(text):
@@ -51,32 +51,8 @@ def assert_matches_stats(found, pool):
             host["connects_total"]
 
 
-def hold_leases(pool, count):
-    """*count* greenlets holding a lease each until the returned Event is set."""
-    release = Event()
-    holding = []
-
-    def holder(started):
-        with pool.connection():
-            started.set()
-            release.wait(10)
-
-    greenlets = []
-    for _ in range(count):
-        started = Event()
-        holding.append(started)
-        greenlets.append(gevent.spawn(holder, started))
-    for started in holding:
-        assert started.wait(5)
-    return release, greenlets
 
 
-def wait_until_waiting(pool, count):
-    for _ in range(1000):
-        if pool.stats()["waiting"] == count:
-            return
-        gevent.sleep(0)
-    raise AssertionError("never %d waiting: %r" % (count, pool.stats()))
 
 
 @pytest.fixture

@@ -46,22 +46,13 @@ from green_happybase import pool as pool_module
 from green_happybase.errors import ConnectDeadline
 from green_happybase.testing import HBaseServer
 from green_happybase.urls import parse_url
-from poolkit import ROWS, ask, fill_table, make_pool
+from poolkit import ROWS, ask, fill_table, make_pool, socket_fds
 
 HANG = 10  # seconds: a bound that only a hang reaches
 
 
 # -- helpers -------------------------------------------------------------------
 
-def socket_fds():
-    """Socket descriptors open in this process (as in test_lifecycle.py)."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink("/proc/self/fd/" + fd).startswith("socket:")
-        except OSError:
-            pass
-    return count
 
 
 def books(pool, leased=0):

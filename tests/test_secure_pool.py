@@ -13,30 +13,16 @@ import ssl
 
 import gevent
 import pytest
-import trustme
 
 from green_happybase import AuthenticationFailed, ConnectionFailed, ConnectionPool
 from green_happybase.auth import Basic, Bearer, Plain
 from green_happybase.testing import HBaseServer
 from green_happybase.testing.gateways import ServerAuth
-from poolkit import ROWS, ask, balanced, fill_table
+from poolkit import ROWS, ask, balanced, fill_table, socket_fds
 
 MODES = ["tcp", "tls", "http", "https", "sasl-plain", "http-basic"]
 
 
-def socket_fds():
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink("/proc/self/fd/" + fd).startswith("socket:")
-        except OSError:
-            pass
-    return count
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from thriftpy2.transport import (
     TTransportException,
 )
 
-from gatewaykit import HANG, Gateway, answer, client, sockets_to, wait_for
+from gatewaykit import HANG, Gateway, answer, calls_work, client, sockets_to, wait_for
 from green_happybase import AuthenticationFailed, ConnectionFailed
 from green_happybase.auth import Basic, Bearer, Headers, Kerberos, Plain, check_combination
 from green_happybase.testing.gateways import (
@@ -41,33 +41,6 @@ from green_happybase.transports import HttpError, HttpReader, open_channel
 SECRET = "s3cr3t-value"
 needs_gssapi = pytest.mark.skipif(importlib.util.find_spec("gssapi") is None,
                                   reason="Kerberos() needs python-gssapi")
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
-def calls_work(channel: Any, n: int = 3) -> None:
-    c = client(channel)
-    for i in range(n):
-        row = b"row-%d" % i
-        assert c.getRow(b"t", row, {})[0].columns[b"cf:q"].value == b"t/" + row
-    assert channel.quiet()
 
 
 # -- auth objects and combinations -----------------------------------------------

@@ -36,20 +36,12 @@ from hypothesis.stateful import (
 
 from green_happybase import ConnectionPool, PoolClosed, PoolError, PoolExhausted
 from green_happybase.testing import HBaseServer
-from poolkit import ROWS, fill_table
+from poolkit import ROWS, fill_table, socket_fds
 
 SIZE = 3
 SLOW = 0.02  # server latency while a rule cuts calls
 
 
-def socket_fds():
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink("/proc/self/fd/" + fd).startswith("socket:")
-        except OSError:
-            pass
-    return count
 
 
 @pytest.fixture(scope="module")
