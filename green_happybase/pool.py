@@ -357,7 +357,10 @@ class ConnectionPool:
                                       ``connects_total``,
                                       ``connect_errors_total``, ``failures``
                                       (in a row), ``retry_in`` (seconds)
-        ``wait_histogram``            lease waits: ``le`` (bucket bounds in
+        ``wait_histogram``            seconds each lease took to get its
+                                      connection when none was idle (queueing
+                                      and connecting; 0 when one was): ``le``
+                                      (bucket bounds in
                                       seconds), ``counts`` (cumulative),
                                       ``sum`` (seconds), ``count``
         ``create_time_histogram``,    the same shape, filled only while the
@@ -557,7 +560,7 @@ class ConnectionPool:
                 self._n_idle -= 1
                 conn = self._idle.pop()
                 if self._lease_to(me, conn, timeout):
-                    if self._instrumented:
+                    if started or self._instrumented:
                         self._waited(started)
                     return conn
             if not started:
@@ -582,8 +585,7 @@ class ConnectionPool:
                 self._discard(item, "pool closed")
                 raise PoolClosed("pool %s was closed while waiting" % self.name)
             if self._lease_to(me, item, timeout):
-                if self._instrumented:
-                    self._waited(started)
+                self._waited(started)
                 return cast(GreenConnection, item)
 
     def _wait(self, started: float, deadline: float | None, at_once: bool) -> Any:
@@ -593,8 +595,6 @@ class ConnectionPool:
             raise self._exhausted(started, "max_waiting=%s reached" % self._max_waiting
                                   if not at_once else "timeout=0 does not wait")
         item = self._waiters.wait(deadline)
-        waited = _monotonic() - started
-        self._waits.observe(waited)
         if isinstance(item, Signal) and item is not FORKED:
             if item is CLOSED:
                 raise PoolClosed("pool %s was closed while waiting" % self.name)
@@ -1028,9 +1028,16 @@ class ConnectionPool:
         self._observe = observe
 
     def _waited(self, started: float) -> None:
-        """An instrumented lease began, after *started* (0: it did not wait)."""
+        """A lease began after *started* (0: straight from the stack, no wait).
+
+        Only leases that did not come straight from the stack are observed
+        one by one; ``stats()`` counts the rest as waits of 0 s.
+        """
+        waited = _monotonic() - started if started else 0.0
+        if started:
+            self._waits.observe(waited)
         if self._observe is not None:
-            self._observe("wait", _monotonic() - started if started else 0.0)
+            self._observe("wait", waited)
 
     def _close_idle(self, reason: str) -> BaseException | None:
         """Discard every idle connection; the first hook interruption, if any."""

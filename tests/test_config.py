@@ -317,3 +317,27 @@ def test_forked_child_uses_the_registered_pool_without_breaking_the_parents():
         stats = pool.stats()
         assert stats["discarded_total"] == 0 and stats["open"] == 1, stats
         assert server.stats()["accepted"] == 2
+
+
+@pytest.mark.parametrize("url, named", [
+    ("http://localhost:9090/", "hbase://"),
+    ("hbase://localhost/?size=ten", "size='ten'"),
+    ("hbase://localhost/?max_size=3", "max_size='3'"),
+])
+def test_a_malformed_environment_url_names_the_variable(url, named, monkeypatch):
+    """The error says the URL came from GREEN_HAPPYBASE_URL, and what is wrong in it."""
+    monkeypatch.setenv(ENV_URL, url)
+    with pytest.raises(ValueError) as info:
+        get_pool()
+    assert ENV_URL in str(info.value) and named in str(info.value)
+
+
+@pytest.mark.parametrize("typo, suggestion", [
+    ("max_size", "size"), ("pool_size", "size"), ("min_sise", "min_size"),
+    ("acquire_timout", "acquire_timeout"), ("idle_time_out", "idle_timeout"),
+])
+def test_a_misspelt_option_is_named_with_the_closest_one(typo, suggestion):
+    with pytest.raises(TypeError) as info:
+        ConnectionPool(2, autoconnect=False, **{typo: 1})
+    message = str(info.value)
+    assert repr(typo) in message and "did you mean %r" % suggestion in message

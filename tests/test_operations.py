@@ -320,3 +320,26 @@ def test_keepalive_never_pings_a_leased_connection(hbase_server):
         assert pool.stats()["keepalive_total"] == before
         assert conn.table("t").row(b"row-1")[b"f:v"] == b"value-1"
     assert balanced(pool)
+
+
+def test_wait_histogram_counts_only_leases_even_when_waiters_give_up(hbase_server):
+    """Timed-out and shed waiters add no wait: every bucket stays >= 0 and
+    the histogram's count is the number of leases."""
+    pool = make_pool(hbase_server, size=1, queue="adaptive", queue_target=0.001,
+                     queue_interval=0.01)
+    release = Event()
+
+    def hold():
+        with pool.connection():
+            release.wait(10)
+
+    holder = gevent.spawn(hold)
+    gevent.sleep(0)
+    quitters = [gevent.spawn(ask, pool, 1, timeout=0.02) for _ in range(20)]
+    gevent.joinall(quitters, timeout=10)
+    release.set()
+    holder.join(10)
+    assert ask(pool, 1)
+    histogram = pool.stats()["wait_histogram"]
+    assert min(histogram["counts"]) >= 0
+    assert histogram["count"] == pool.stats()["acquired_total"]
