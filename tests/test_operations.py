@@ -327,6 +327,7 @@ def test_wait_histogram_counts_only_leases_even_when_waiters_give_up(hbase_serve
     the histogram's count is the number of leases."""
     pool = make_pool(hbase_server, size=1, queue="adaptive", queue_target=0.001,
                      queue_interval=0.01)
+    fill_table(pool)
     release = Event()
 
     def hold():
