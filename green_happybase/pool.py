@@ -97,10 +97,41 @@ class _Lease:
         if conn is not None:
             conn._depth += 1
             return conn
+        if pool._n_idle and not pool._closed:
+            # The top of the warm stack, through the one checkout rule
+            # (_lease_to); waiting, connecting and retries are _take's.
+            pool._n_idle -= 1
+            conn = pool._idle.pop()
+            if pool._lease_to(me, conn, self._timeout):
+                if pool._instrumented:
+                    pool._waited(0.0)
+                return conn
         return pool._take(me, self._timeout)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._pool._release(_getcurrent())
+        """End the lease (the outermost one returns the connection)."""
+        pool = self._pool
+        me = _getcurrent()
+        conn = pool._leases.get(me)
+        if conn is None:
+            return  # forgotten across fork, or closed by close(timeout)
+        if conn._depth > 1:
+            conn._depth -= 1
+            return
+        # Both steps may yield; an interruption of either is raised once
+        # the lease has ended.
+        interrupted = None
+        if conn._scanners and pool._scanner_cleanup:
+            interrupted = pool._close_scanners(conn)
+        if pool._on_checkin is not None:
+            interrupted = pool._run_hook(pool._on_checkin, conn) or interrupted
+            if pool._leases.get(me) is not conn:
+                if interrupted is not None:
+                    raise interrupted
+                return  # the pool closed it during the hook
+        pool._end_lease(me, conn)
+        if interrupted is not None:
+            raise interrupted
 
 
 class _PrefixedLease(_Lease):
@@ -648,29 +679,6 @@ class ConnectionPool:
         del self._leases[me]
         conn._owner = None
 
-    def _release(self, me: Any) -> None:
-        """End the lease of *me* (the outermost one returns the connection)."""
-        conn = self._leases.get(me)
-        if conn is None:
-            return  # forgotten across fork, or closed by close(timeout)
-        if conn._depth > 1:
-            conn._depth -= 1
-            return
-        # Both steps may yield; an interruption of either is raised once
-        # the lease has ended.
-        interrupted = None
-        if conn._scanners and self._scanner_cleanup:
-            interrupted = self._close_scanners(conn)
-        if self._on_checkin is not None:
-            interrupted = self._run_hook(self._on_checkin, conn) or interrupted
-            if self._leases.get(me) is not conn:
-                if interrupted is not None:
-                    raise interrupted
-                return  # the pool closed it during the hook
-        self._end_lease(me, conn)
-        if interrupted is not None:
-            raise interrupted
-
     def _close_scanners(self, conn: GreenConnection) -> BaseException | None:
         """Close the scanners a lease left open, within a second in all.
 
@@ -989,6 +997,8 @@ class ConnectionPool:
             conn._host = None
         conn.close()
         timeout = conn._lease_timeout
+        if timeout is None:
+            timeout = self._acquire_timeout
         try:
             self._connect(conn, _monotonic() + timeout if timeout else None)
         except _Forked:
