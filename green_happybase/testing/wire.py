@@ -229,31 +229,42 @@ class Inbox:
         if kind == 13:
             self._fill(at + 6)
             key, value, count = buf[at], buf[at + 1], _I32.unpack_from(buf, at + 2)[0]
-            at += 6
-            self._elements(count, _B_MIN.get(key), key, at)
-            self._elements(count, _B_MIN.get(value), value, at)
-            self._elements(count, _B_MIN[key] + _B_MIN[value], key, at)
-            if depth + 1 > MAX_DEPTH:
-                raise Rejected("nested deeper than %d" % MAX_DEPTH)
-            self._count(count, _MAP + _ENTRY * count)
-            for _ in range(count):
-                at = self._value_b(key, at, depth + 1)
-                at = self._value_b(value, at, depth + 1)
-            return at
+            return self._map(key, value, count, at + 6, depth + 1, _B_MIN, self._value_b)
         raise Rejected("invalid type %d" % kind)
 
     def _sequence_b(self, element: int, count: int, at: int, depth: int) -> int:
-        self._elements(count, _B_MIN.get(element), element, at)
+        return self._sequence(element, count, at, depth, _B_MIN, _B_FIXED,
+                              _B_COST.get(element, 0), self._value_b)
+
+    # Containers, the same in both protocols but for sizes and readers.
+
+    def _map(self, key: int, value: int, count: int, at: int, depth: int,
+             minimum: dict[int, int], read: Callable[[int, int, int], int]) -> int:
+        self._elements(count, minimum.get(key), key, at)
+        self._elements(count, minimum.get(value), value, at)
+        self._elements(count, minimum[key] + minimum[value], key, at)
+        if depth > MAX_DEPTH:
+            raise Rejected("nested deeper than %d" % MAX_DEPTH)
+        self._count(count, _MAP + _ENTRY * count)
+        for _ in range(count):
+            at = read(key, at, depth)
+            at = read(value, at, depth)
+        return at
+
+    def _sequence(self, element: int, count: int, at: int, depth: int,
+                  minimum: dict[int, int], fixed: dict[int, int], cost: int,
+                  read: Callable[[int, int, int], int]) -> int:
+        self._elements(count, minimum.get(element), element, at)
         if depth > MAX_DEPTH:
             raise Rejected("nested deeper than %d" % MAX_DEPTH)
         self._count(count, _LIST + _SLOT * count)
-        size = _B_FIXED.get(element)
+        size = fixed.get(element)
         if size is not None:
             self._fill(at + count * size)
-            self._count(0, _B_COST[element] * count)
+            self._count(0, cost * count)
             return at + count * size
         for _ in range(count):
-            at = self._value_b(element, at, depth)
+            at = read(element, at, depth)
         return at
 
     # Compact protocol.
@@ -336,29 +347,9 @@ class Inbox:
                 return at
             self._fill(at + 1)
             key, value = buf[at] >> 4, buf[at] & 0x0F
-            at += 1
-            self._elements(count, _C_MIN.get(key), key, at)
-            self._elements(count, _C_MIN.get(value), value, at)
-            self._elements(count, _C_MIN[key] + _C_MIN[value], key, at)
-            if depth + 1 > MAX_DEPTH:
-                raise Rejected("nested deeper than %d" % MAX_DEPTH)
-            self._count(count, _MAP + _ENTRY * count)
-            for _ in range(count):
-                at = self._value_c(key, at, depth + 1)
-                at = self._value_c(value, at, depth + 1)
-            return at
+            return self._map(key, value, count, at + 1, depth + 1, _C_MIN, self._value_c)
         raise Rejected("invalid type %d" % kind)
 
     def _sequence_c(self, element: int, count: int, at: int, depth: int) -> int:
-        self._elements(count, _C_MIN.get(element), element, at)
-        if depth > MAX_DEPTH:
-            raise Rejected("nested deeper than %d" % MAX_DEPTH)
-        self._count(count, _LIST + _SLOT * count)
-        size = _C_FIXED.get(element)
-        if size is not None:
-            self._fill(at + count * size)
-            self._count(0, (_NUMBER if element == 7 else 0) * count)
-            return at + count * size
-        for _ in range(count):
-            at = self._value_c(element, at, depth)
-        return at
+        return self._sequence(element, count, at, depth, _C_MIN, _C_FIXED,
+                              _NUMBER if element == 7 else 0, self._value_c)
