@@ -200,8 +200,11 @@ class ConnectionPool:
 
     .. versionadded:: 0.1
     .. versionadded:: 0.2
-       *connect_timeout*, *queue*, *queue_target*, *queue_interval*; IPv6
-       addresses in *hosts*
+       *connect_timeout*, *queue*, *queue_target*, *queue_interval*,
+       *keepalive*, *gateway_idle_timeout*, *scanner_cleanup*,
+       *reconnect_timeout*, *reconnect_failed*, *tls*, *auth*, *http_path*,
+       *do_as*, ``transport="http"``; IPv6 addresses, and callables, for
+       *hosts*; callables for *auth* and *table_prefix*
     """
 
     def __init__(self, size: int, **options: Any) -> None:

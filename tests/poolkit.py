@@ -1,7 +1,9 @@
 """Shared helpers of the pool tests: pools that are closed after each test,
 and a small table whose every answer can be checked against its request."""
 
+import contextlib
 import os
+import socket
 
 import gevent
 from gevent.event import Event
@@ -88,3 +90,24 @@ def wait_until_waiting(pool, count):
             return
         gevent.sleep(0)
     raise AssertionError("never %d waiting: %r" % (count, pool.stats()))
+
+
+@contextlib.contextmanager
+def hanging_listener(port=0):
+    """A port that accepts no connection: a connect to it hangs."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    backlog = []
+    for _ in range(4):  # fill the accept queue: later connects hang
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        backlog.append(filler)
+    try:
+        yield port
+    finally:
+        for sock in backlog + [listener]:
+            sock.close()

@@ -1,7 +1,6 @@
 """The core pool: greenlet leases, LIFO reuse, FIFO waiters, clean connections."""
 
 import random
-import socket
 import time
 
 import gevent
@@ -20,7 +19,7 @@ from green_happybase import (
     PoolExhausted,
     ReplyMismatch,
 )
-from poolkit import ROWS, balanced, fill_table, make_pool
+from poolkit import ROWS, balanced, fill_table, hanging_listener, make_pool
 
 
 @pytest.fixture
@@ -504,25 +503,14 @@ def test_keyboard_interrupt_mid_call_discards_the_connection(pool, hbase_server)
 
 def test_one_deadline_covers_the_connect():
     """A server that never completes the handshake: the lease gives up in time."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    backlog = []
-    for _ in range(4):  # fill the accept queue: later connects hang
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-        backlog.append(filler)
-    pool = ConnectionPool(2, host="127.0.0.1", port=port, autoconnect=False)
-    started = time.monotonic()
-    try:
-        with pytest.raises(ConnectionFailed, match="127.0.0.1:%d" % port):
-            with pool.connection(timeout=0.2):
-                pass
-        assert time.monotonic() - started < 5  # not the OS's minutes-long SYN retries
-        assert pool.stats()["open"] == 0 and pool._n_slots == 0
-    finally:
-        pool.close()
-        for sock in backlog + [listener]:
-            sock.close()
+    with hanging_listener() as port:
+        pool = ConnectionPool(2, host="127.0.0.1", port=port, autoconnect=False)
+        started = time.monotonic()
+        try:
+            with pytest.raises(ConnectionFailed, match="127.0.0.1:%d" % port):
+                with pool.connection(timeout=0.2):
+                    pass
+            assert time.monotonic() - started < 5  # not the OS's minutes-long SYN retries
+            assert pool.stats()["open"] == 0 and pool._n_slots == 0
+        finally:
+            pool.close()

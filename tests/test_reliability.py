@@ -46,7 +46,7 @@ from green_happybase import pool as pool_module
 from green_happybase.errors import ConnectDeadline
 from green_happybase.testing import HBaseServer
 from green_happybase.urls import parse_url
-from poolkit import ROWS, ask, fill_table, make_pool, socket_fds
+from poolkit import ROWS, ask, fill_table, hanging_listener, make_pool, socket_fds
 
 HANG = 10  # seconds: a bound that only a hang reaches
 
@@ -78,25 +78,6 @@ def fds_match(pool, base):
     return socket_fds() - base == pool.stats()["open"]
 
 
-@contextlib.contextmanager
-def hanging_listener(port=0):
-    """A port that accepts no connection: a connect to it hangs."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    backlog = []
-    for _ in range(4):  # fill the accept queue: later connects hang
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-        backlog.append(filler)
-    try:
-        yield port
-    finally:
-        for sock in backlog + [listener]:
-            sock.close()
 
 
 def pools_free_fds():
