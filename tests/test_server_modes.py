@@ -496,15 +496,21 @@ def test_marker_takes_the_secure_keywords(hbase_server: Any) -> None:
 def test_hbase_pool_refuses_a_secure_server_clearly(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import pytest
+        from green_happybase.testing.gateways import ServerAuth
 
-        @pytest.mark.hbase_server(transport="http")
-        def test_pool(hbase_pool):
+        @pytest.mark.hbase_server(transport="http", http_path="/gw")
+        def test_http_pool(hbase_pool):
+            with hbase_pool.connection() as conn:
+                assert conn.tables() == []
+
+        @pytest.mark.hbase_server(auth=ServerAuth(users={"a": "b"}))
+        def test_sasl_pool(hbase_pool):
             pass
     """)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*hbase_pool connects with host, port, transport and protocol "
-                                 "only; the server runs with transport='http'*"])
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*hbase_pool connects with host, port, transport, protocol "
+                                 "and http_path only; the server runs with auth*"])
 
 
 # -- Kerberos against the embedded server ---------------------------------------------

@@ -187,17 +187,20 @@ def hbase_pool(hbase_server: Any) -> Iterator[Any]:
     """A ``green_happybase.ConnectionPool`` of 4 on ``hbase_server``, closed at teardown."""
     from green_happybase import ConnectionPool
 
+    # The client's certificate trust and credentials cannot be derived from
+    # the server's: those tests build their pool themselves.
     secure = [name for name, on in (
-        ("transport='http'", hbase_server.transport == "http"),
         ("TLS", getattr(hbase_server, "tls", False)),
         ("auth", getattr(hbase_server, "auth", None) is not None)) if on]
     if secure:
-        pytest.fail("hbase_pool connects with host, port, transport and protocol only; "
-                    "the server runs with %s: build the pool in the test with the "
-                    "matching client options" % " and ".join(secure), pytrace=False)
+        pytest.fail("hbase_pool connects with host, port, transport, protocol and "
+                    "http_path only; the server runs with %s: build the pool in the test "
+                    "with the matching tls= and auth= options" % " and ".join(secure),
+                    pytrace=False)
 
     pool = ConnectionPool(4, host=hbase_server.host, port=hbase_server.port,
-                          transport=hbase_server.transport, protocol=hbase_server.protocol)
+                          transport=hbase_server.transport, protocol=hbase_server.protocol,
+                          http_path=getattr(hbase_server, "http_path", None) or "/")
     try:
         yield pool
     finally:
