@@ -8,7 +8,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 if TYPE_CHECKING:  # the same names, for type checkers (explicit re-exports)
     from .config import close_all as close_all
