@@ -197,11 +197,13 @@ class HubWatchdog:
             except BlockingIOError:
                 request = b""
             if request:
-                sock.settimeout(1.0)
-                sock.sendall(self._answer(request, standstill))
+                # Logged (on the hub, at its next turn) before the answer
+                # goes out: the client, once answered, finds it logged.
                 self._hub.loop.run_callback_threadsafe(
                     log.error, "answered a request the blocked hub could not: %s",
                     starved_message(standstill))
+                sock.settimeout(1.0)
+                sock.sendall(self._answer(request, standstill))
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
