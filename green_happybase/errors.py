@@ -17,6 +17,7 @@ __all__ = [
     "ReplyMismatch",
     "PoolNotConfigured",
     "AuthenticationFailed",
+    "ConnectDeadline",
 ]
 
 
@@ -68,6 +69,10 @@ class ConnectDeadline(PoolExhausted, ConnectionFailed):
     """
 
 
+class _Forked(Exception):
+    """The process forked while this greenlet was mid-move: start it again."""
+
+
 class PoolNotConfigured(PoolError, LookupError):
     """``get_pool()`` found no pool under that name, and no URL to build one."""
 
@@ -96,6 +101,6 @@ class AuthenticationFailed(ConnectionFailed):
 
 
 for _cls in (PoolError, PoolExhausted, PoolClosed, ConnectionFailed, LeaseError, ReplyMismatch,
-             PoolNotConfigured, AuthenticationFailed):
+             PoolNotConfigured, AuthenticationFailed, ConnectDeadline):
     _cls.__module__ = "green_happybase"
 del _cls

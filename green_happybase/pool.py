@@ -28,7 +28,6 @@ import logging
 import os
 import random
 import time
-import traceback
 import weakref
 from collections.abc import Callable
 from typing import Any, cast
@@ -44,9 +43,11 @@ from .errors import (
     PoolClosed,
     PoolError,
     PoolExhausted,
+    _Forked,
 )
 from .histogram import Histogram
 from .hosts import Host, HostList
+from .maintenance import Maintenance
 from .options import DEFAULT_PORT, check_seconds, options_doc, resolve
 from .urls import parse_url
 from .waiters import CLOSED, FORKED, Signal, WaitQueue
@@ -69,10 +70,6 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
 
 _count = 0
 _live_pools: "weakref.WeakSet[ConnectionPool]" = weakref.WeakSet()
-
-
-class _Forked(Exception):
-    """The process forked while this greenlet was connecting: start again."""
 
 
 class _Lease:
@@ -1102,166 +1099,7 @@ class ConnectionPool:
 
     def _start_maintainer(self) -> None:
         if not self._closed and self._maintainer is None:
-            self._maintainer = _green.spawn(self._maintain, self._epoch)
-
-    def _maintain(self, epoch: int) -> None:
-        """Refill to *min_size*, close idle and expired connections, warn of leaks."""
-        timeouts = [t for t in (self._idle_timeout, self._max_lifetime, self._leak_timeout)
-                    if t is not None]
-        interval = max(0.01, min([1.0] + [t / 4 for t in timeouts]))
-        if self._keepalive is not None:
-            interval = min(interval, max(0.01, self._keepalive / 4))
-        while not self._closed and epoch == self._epoch:
-            self._maintaining = True
-            try:
-                self._expire_idle()
-                self._keep_warm()
-                self._refill(epoch)
-                self._warn_leaks()
-                self._watch_reachability()
-            except (PoolClosed, _Forked):
-                return
-            except (Exception, _green.Timeout):
-                # A Timeout here is a hook's own (the pool arms none around
-                # maintenance): it ends this round, not maintenance.
-                logger.exception("pool %s: maintenance failed", self.name)
-            finally:
-                if epoch == self._epoch:
-                    self._maintaining = False
-            # ref=False: the maintainer alone does not keep the hub running.
-            _green.sleep(interval, ref=False)
-
-    def _expire_idle(self) -> None:
-        """Close expired idle connections, and long-idle ones above *min_size*."""
-        now = _monotonic()
-        stack = self._idle  # oldest first
-        expired = []
-        still_open = self._n_open
-        for conn in stack:
-            if now >= conn._expires:
-                expired.append((conn, "max_lifetime"))
-            elif (self._idle_timeout is not None and still_open > self.min_size
-                    and now - conn._last_used >= self._idle_timeout):
-                expired.append((conn, "idle_timeout"))
-            else:
-                continue
-            still_open -= 1
-        if not expired:
-            return
-        # Off the stack at once, before any hook can yield: the books never
-        # show a connection in two places.
-        gone = {id(conn) for conn, _ in expired}
-        stack[:] = [conn for conn in stack if id(conn) not in gone]
-        self._n_idle -= len(expired)
-        # Every socket closed before the first hook yields: none is ever
-        # neither on the stack nor closed (a fork would not find it).
-        expired = [(conn, reason) for conn, reason in expired if self._close(conn, reason)]
-        if self._on_discard is None:
-            return
-        for conn, reason in expired:
-            interrupted = self._run_hook(self._on_discard, conn, reason)
-            if interrupted is not None:
-                logger.warning("pool %s: on_discard hook interrupted by %r",
-                               self.name, interrupted)
-
-    def _keep_warm(self) -> None:
-        """Ping each idle connection unused for *keepalive* seconds, once.
-
-        One at a time, lifted off the stack and leased to the maintainer
-        while it is pinged, so that no caller is handed it meanwhile; one
-        that fails is discarded (the refill replaces it).
-        """
-        if self._keepalive is None:
-            return
-        due = _monotonic() - self._keepalive
-        for conn in [c for c in self._idle if c._last_used <= due]:
-            if conn not in self._idle or conn._last_used > due or self._closed:
-                continue  # leased, used or closed since
-            self._idle.remove(conn)
-            self._n_idle -= 1
-            me = _getcurrent()
-            self._leases[me] = conn
-            conn._owner = me
-            conn._depth = 1
-            try:
-                self._probe(conn, self._connect_timeout)
-            except BaseException as error:
-                if conn._epoch != self._epoch:
-                    raise _Forked() from None  # the child forgot it
-                self._unlease(me, conn)
-                if not isinstance(error, Exception):
-                    self._discard(conn, "keepalive interrupted", defer=True)
-                    raise
-                self._discard(conn, "keepalive failed: %s" % error, logging.INFO, defer=True)
-                continue
-            if conn._epoch != self._epoch:
-                raise _Forked()
-            self._keepalive_total += 1
-            self._end_lease(me, conn, timed=False)
-
-    def _refill(self, epoch: int) -> None:
-        """Open connections up to *min_size*, at most once per *retry_interval*."""
-        now = _monotonic()
-        if self._n_slots >= self.min_size or now < self._next_refill:
-            return
-        self._next_refill = now + self._retry_interval
-        while not self._closed and epoch == self._epoch and self._n_slots < self.min_size:
-            ready, _ = self._hosts.candidates(_monotonic())
-            if not ready:
-                return
-            self._n_slots += 1
-            try:
-                conn = self._open(None)
-            except ConnectionFailed:
-                return  # logged with its back-off; a later round tries again
-            self._give_back(conn)
-
-    def _warn_leaks(self) -> None:
-        """Warn once of a lease held past *leak_timeout*, and of one whose
-        connection made no call for longer than the gateway's idle cut."""
-        now = _monotonic()
-        cut = self._gateway_idle_timeout
-        quiet = {}
-        for holder, conn in list(self._leases.items()):
-            if (self._leak_timeout is not None and not conn._leak_warned
-                    and now - conn._leased_at > self._leak_timeout):
-                conn._leak_warned = True
-                logger.warning("pool %s: %r has held a connection to %s for %.1f s "
-                               "(leak_timeout=%s); it is at:\n%s", self.name, holder,
-                               conn.address, now - conn._leased_at, self._leak_timeout,
-                               _stack(holder))
-            if cut is None:
-                continue
-            # Watched from here, so that the lease's hot path pays nothing:
-            # the client's sequence id moves with every call.
-            seen = self._quiet_leases.get(conn)
-            seqid = conn.client._seqid
-            if seen is None or seen[0] is not holder or seen[1] != seqid:
-                seen = (holder, seqid, now, False)
-            elif not seen[3] and now - seen[2] > cut:
-                logger.warning("pool %s: %r holds a connection to %s that has made no "
-                               "call for %.0f s: the gateway cuts connections idle for "
-                               "%s s (gateway_idle_timeout), so its next call will fail "
-                               "and reconnect; do slow work outside the lease. It is "
-                               "at:\n%s", self.name, holder, conn.address, now - seen[2],
-                               cut, _stack(holder))
-                seen = seen[:3] + (True,)
-            quiet[conn] = seen
-        self._quiet_leases = quiet
-
-    def _watch_reachability(self) -> None:
-        """Call *reconnect_failed* once when no server answered for too long."""
-        since = self._unreachable_since
-        if (since is None or self._reconnect_failed_called
-                or _monotonic() - since < self._reconnect_timeout):
-            return
-        self._reconnect_failed_called = True
-        logger.error("pool %s: no server could be reached for %.0f s", self.name,
-                     _monotonic() - since)
-        if self._reconnect_failed is not None:
-            interrupted = self._run_hook(self._reconnect_failed, self)
-            if interrupted is not None:
-                raise interrupted
+            self._maintainer = _green.spawn(Maintenance(self).run, self._epoch)
 
     # -- fork --------------------------------------------------------------------
 
@@ -1289,11 +1127,6 @@ class ConnectionPool:
 
 ConnectionPool.__doc__ = (ConnectionPool.__doc__ or "").replace(
     "{options}", options_doc().replace("\n", "\n    "))
-
-
-def _stack(holder: Any) -> str:
-    frame = getattr(holder, "gr_frame", None)
-    return "".join(traceback.format_stack(frame)) if frame else "(no stack)\n"
 
 
 def _after_fork_in_child() -> None:
