@@ -1,4 +1,5 @@
-"""``python -m green_happybase.bench [--host H --port P] [--quick] [--open-loop] [--json FILE]``.
+"""``python -m green_happybase.bench [--host H --port P [--tls ...] [--auth ...]] [--quick]
+[--open-loop] [--json FILE]``.
 
 Progress goes to stderr, the report to stdout. The exit status is 0 even
 when a target is missed; it is 1 when green_happybase gave a wrong answer or
@@ -18,9 +19,12 @@ from typing import Any
 import gevent
 from thriftpy2.thrift import TException
 
+from ..auth import check_combination
+from ..errors import PoolError
 from .report import failures, render, targets
 from .runner import BenchError
 from .scale import FULL, QUICK, SMOKE, OpenLoop
+from .security import AUTH_KINDS, ENV_PASSWORD, ENV_TOKEN, pool_kwargs, settings
 from .suite import run_suite
 from .target import open_target
 
@@ -64,13 +68,37 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                                        "embedded server (a table is created and removed)")
     parser.add_argument("--port", type=int, default=9090,
                         help="its port (default %(default)s)")
-    parser.add_argument("--transport", choices=["buffered", "framed"], default="buffered",
-                        help="as the gateway serves (default %(default)s)")
+    parser.add_argument("--transport", choices=["buffered", "framed", "http"],
+                        default="buffered",
+                        help="as the gateway serves (default %(default)s); http: Thrift over "
+                             "HTTP POST, as hbase.regionserver.thrift.http=true serves it")
     parser.add_argument("--protocol", choices=["binary", "compact"], default="binary",
                         help="as the gateway serves (default %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="short runs: a minute or two on 2 cores")
     parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    secure = parser.add_argument_group(
+        "secure gateway (with --host; happybase's variants cannot connect and are skipped; "
+        "the embedded server's modes are compared in the transports table)")
+    secure.add_argument("--tls", action="store_true",
+                        help="TLS (HTTPS with --transport http), verifying the gateway's "
+                             "certificate and host name against the system CAs")
+    secure.add_argument("--cafile", metavar="F",
+                        help="with --tls: verify against the CA certificates in PEM file F")
+    secure.add_argument("--tls-insecure", action="store_true",
+                        help="with --tls: do not verify the certificate or the host name (a "
+                             "self-signed test gateway; never a production one)")
+    secure.add_argument("--auth", choices=AUTH_KINDS,
+                        help="plain: SASL PLAIN over TCP; basic, bearer: HTTP only; kerberos: "
+                             "SASL GSSAPI over TCP, SPNEGO over HTTP, from the ticket cache "
+                             "or KRB5_CLIENT_KTNAME. The password is read from %s, the token "
+                             "from %s" % (ENV_PASSWORD, ENV_TOKEN))
+    secure.add_argument("--user", metavar="U",
+                        help="the user of --auth plain or basic; the client principal of "
+                             "--auth kerberos (default: the ticket cache's)")
+    secure.add_argument("--do-as", metavar="U", help="impersonate U (the doAs header; HTTP)")
+    secure.add_argument("--http-path", metavar="P",
+                        help="the path the HTTP gateway serves (default /)")
     group = parser.add_argument_group("open loop")
     group.add_argument("--open-loop", action="store_true",
                        help="run only the open-loop workload")
@@ -90,12 +118,45 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error("--port must be a TCP port number, not %d" % args.port)
+    _check_security(parser, args)
     if args.json:
         try:
             _check_writable(args.json)
         except OSError as error:
             parser.error("--json: cannot write %s: %s" % (args.json, error.strerror or error))
     return args
+
+
+#: The flags of a secure gateway, by attribute.
+_SECURE_FLAGS = {"tls": "--tls", "cafile": "--cafile", "tls_insecure": "--tls-insecure",
+                 "auth": "--auth", "user": "--user", "do_as": "--do-as",
+                 "http_path": "--http-path"}
+
+
+def _check_security(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set ``args.security``; refuse what cannot go together, naming the flags."""
+    given = [flag for name, flag in _SECURE_FLAGS.items() if getattr(args, name)]
+    if given and args.host is None:
+        parser.error("%s: give --host, the gateway to measure (the embedded server's "
+                     "secure modes are in the transports table of every run)" % given[0])
+    if args.user is not None and args.auth is None:
+        parser.error("--user needs --auth")
+    args.security = settings(tls=args.tls, cafile=args.cafile, tls_insecure=args.tls_insecure,
+                             auth=args.auth, user=args.user, do_as=args.do_as,
+                             http_path=args.http_path)
+    options = {"transport": args.transport, "protocol": args.protocol}
+    try:
+        kwargs = pool_kwargs(options, args.security)
+    except (ValueError, TypeError, ImportError) as error:
+        parser.error(str(error))
+    try:
+        check_combination(args.transport, args.protocol, kwargs.get("tls", False),
+                          kwargs.get("auth"), kwargs.get("do_as"))
+    except (ValueError, TypeError) as error:
+        flags = ["--transport %s" % args.transport, "--protocol %s" % args.protocol] + [
+            "%s %s" % (flag, getattr(args, name)) if isinstance(getattr(args, name), str)
+            else flag for name, flag in _SECURE_FLAGS.items() if getattr(args, name)]
+        parser.error("%s do not go together: %s" % (" ".join(flags), error))
 
 
 def _progress(started: float) -> Callable[[str], None]:
@@ -119,14 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     where = "%s:%d" % (args.host, args.port) if args.host else "an embedded server"
     progress("%s run against %s" % (scale.name, where))
     try:
-        with open_target(args.host, args.port, args.transport, args.protocol) as target:
+        with open_target(args.host, args.port, args.transport, args.protocol,
+                         args.security) as target:
             progress("table %s loaded on %s" % (target.table, target.address))
             figures = run_suite(target, scale, progress, closed=not args.open_loop,
                                 open_loop=open_loop)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (BenchError, OSError, RuntimeError, TException) as error:
+    except (BenchError, OSError, PoolError, RuntimeError, TException) as error:
         print("benchmark failed: %s" % error, file=sys.stderr)
         return 1
     figures["targets"] = targets(figures)

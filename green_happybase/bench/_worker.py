@@ -45,21 +45,51 @@ def _run(task: dict[str, Any], client: Any, table: str) -> dict[str, Any]:
     raise ValueError("unknown task kind %r" % (kind,))
 
 
+def _report(client: Any) -> dict[str, Any]:
+    """What an OpenTelemetry SDK behind *client* received, if any."""
+    report = getattr(client, "report", None)
+    return {} if report is None else dict(report())
+
+
+def _costs(variant: str, task: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """The costs task: a client per setup, measured side by side."""
+    clients: dict[str, Any] = {}
+    try:
+        for setup in task["setups"]:
+            clients[setup] = make_client(variant, task["size"], (target["host"], target["port"]),
+                                         target["options"], target["security"], setup)
+        result = workloads.costs(clients, target["table"], task["loops"], task["repeats"],
+                                 task["greenlets"], task["warmup"], task["duration"],
+                                 task["rounds"])
+        for setup, client in clients.items():
+            result[setup].update(_report(client))
+        return dict(result)
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def _task(variant: str, task: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    if task["kind"] == "costs":
+        return _costs(variant, task, target)
+    client = make_client(variant, task["size"], (target["host"], target["port"]),
+                         target["options"], target["security"])
+    try:
+        return dict(_run(task, client, target["table"]), **_report(client))
+    finally:
+        client.close()
+
+
 def main(spec_text: str) -> int:
     """Run the tasks of the JSON *spec_text*; return the exit status."""
     spec = json.loads(spec_text)
     hub = gevent.get_hub()
     hub.NOT_ERROR = hub.NOT_ERROR + (KeyboardInterrupt,)
-    address = (spec["host"], spec["port"])
     _emit({"pid": os.getpid(), "variant": spec["variant"],
            "patched": monkey.is_module_patched("socket")})
     try:
         for task in spec["tasks"]:
-            client = make_client(spec["variant"], task["size"], address, spec["options"])
-            try:
-                result = _run(task, client, spec["table"])
-            finally:
-                client.close()
+            result = _task(spec["variant"], task, spec["targets"][task["target"]])
             _emit({"task": task, "result": result})
     except KeyboardInterrupt:
         return 130  # Ctrl-C reaches the whole process group; the parent reports it

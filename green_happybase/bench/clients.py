@@ -10,8 +10,9 @@ also takes a timeout in seconds, and raises ``happybase.NoConnectionsAvailable``
 
 import contextlib
 import functools
+import importlib.util
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import gevent
@@ -21,7 +22,10 @@ from gevent.hub import Waiter
 
 from green_happybase import ConnectionPool, GreenConnection
 
-__all__ = ["OPEN_VARIANTS", "PATCHED", "VARIANTS", "make_client", "unavailable"]
+from .security import needs_green, pool_kwargs
+
+__all__ = ["OPEN_VARIANTS", "PATCHED", "SETUPS", "VARIANTS", "make_client", "setup_unavailable",
+           "unavailable"]
 
 #: The variants of the closed-loop workloads, in report order.
 VARIANTS = ("green", "happybase", "raw", "per_request", "raw_patched", "raw_fifo")
@@ -32,6 +36,19 @@ OPEN_VARIANTS = ("green_fifo", "green_adaptive", "happybase", "semaphore", "raw_
 PATCHED = frozenset(["happybase", "per_request", "raw_patched", "semaphore"])
 #: The waiter queue policy of each green variant that names one.
 _POLICIES = {"green_fifo": "fifo", "green_adaptive": "adaptive"}
+#: The pool setups of the costs table, in report order, with what each is.
+SETUPS = {
+    "plain": "the pool as it comes (keepalive 30 s, scanner cleanup on)",
+    "no_keepalive_cleanup": "keepalive=None, scanner_cleanup=False",
+    "otel_api": "OpenTelemetry, API only: instrument(pool), no SDK configured",
+    "otel_sdk": "OpenTelemetry SDK: in-memory metric reader, spans to an in-memory exporter",
+}
+#: Pool options of the setups that have some.
+_SETUP_OPTIONS: dict[str, dict[str, Any]] = {
+    "no_keepalive_cleanup": {"keepalive": None, "scanner_cleanup": False}}
+#: The variants built on ``happybase.Connection``, which reaches plain TCP
+#: gateways only: the patched ones.
+_HAPPYBASE_BASED = PATCHED
 
 Address = tuple[str, int]
 Lease = Callable[..., Any]
@@ -48,10 +65,23 @@ def _has_queue_policies() -> bool:
     return True
 
 
-def unavailable(variant: str) -> str | None:
-    """Why *variant* cannot run with this version of the pool, or ``None``."""
+def unavailable(variant: str, options: Mapping[str, Any] | None = None,
+                security: Mapping[str, Any] | None = None) -> str | None:
+    """Why *variant* cannot run, against a gateway served with *options*
+    and *security*, or with this version of the pool; ``None`` if it can."""
     if variant == "green_adaptive" and not _has_queue_policies():
         return "this ConnectionPool has no 'queue' option"
+    if variant in _HAPPYBASE_BASED and needs_green(options or {}, security or {}):
+        return "happybase.Connection speaks neither TLS, HTTP nor SASL"
+    return None
+
+
+def setup_unavailable(setup: str) -> str | None:
+    """Why the pool *setup* of the costs table cannot run here, or ``None``."""
+    if setup.startswith("otel") and importlib.util.find_spec("opentelemetry.metrics") is None:
+        return "needs the OpenTelemetry API: pip install 'green_happybase[otel]'"
+    if setup == "otel_sdk" and importlib.util.find_spec("opentelemetry.sdk") is None:
+        return "needs the OpenTelemetry SDK: pip install opentelemetry-sdk"
     return None
 
 
@@ -63,10 +93,28 @@ class _PoolClient:
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
+        self._sdk: Any = None
 
     def leaser(self, i: int) -> Lease:
         lease: Lease = self.pool.connection
         return lease
+
+    def instrument(self, sdk: bool) -> None:
+        """Trace and measure the pool through OpenTelemetry: the global
+        providers (no-op without an SDK), or the SDK's, kept in memory."""
+        from green_happybase import otel
+
+        if sdk:
+            from .telemetry import InMemorySdk
+
+            self._sdk = InMemorySdk()
+            otel.instrument(self.pool, self._sdk.meter_provider, self._sdk.tracer_provider)
+        else:
+            otel.instrument(self.pool)
+
+    def report(self) -> dict[str, Any]:
+        """What the SDK received, if the pool reports to one."""
+        return {} if self._sdk is None else self._sdk.report()
 
     def close(self) -> None:
         close = getattr(self.pool, "close", None)  # happybase's pool has none
@@ -163,7 +211,7 @@ class _RawClient:
         for _ in range(size):
             if green:
                 conn = GreenConnection(self._books, address[0], address[1], **options)
-                conn.open()
+                conn._connect(address[0], address[1], None)  # as the pool connects
             else:
                 conn = happybase.Connection(address[0], address[1], **options)
             self._groups.append(_Group(conn, owned=green, fair=fair))
@@ -261,31 +309,41 @@ class _OneShot:
             self._client._slots.release()
 
 
-def make_client(variant: str, size: int, address: Address, options: dict[str, Any]) -> Any:
+def make_client(variant: str, size: int, address: Address, options: dict[str, Any],
+                security: Mapping[str, Any] | None = None, setup: str | None = None) -> Any:
     """Build the client of *variant* with *size* connections to *address*.
 
     *options* are ``happybase.Connection`` keyword arguments (transport,
-    protocol, timeout).
+    protocol, timeout); *security* says how to reach a secure gateway (see
+    :mod:`.security`); *setup*, one of :data:`SETUPS`, how the pool of a
+    green variant is set up.
     """
+    why = unavailable(variant, options, security) or (setup and setup_unavailable(setup))
+    if why:
+        raise ValueError("variant %s cannot run: %s" % (variant, why))
+    green_options = dict(options, **pool_kwargs(options, security or {}))
     if variant == "green" or variant in _POLICIES:
-        why = unavailable(variant)
-        if why is not None:
-            raise ValueError("variant %s cannot run: %s" % (variant, why))
         # "green" takes the pool's default policy; before the pool had
         # policies its one queue was FIFO.
         policy: dict[str, Any] = {"queue": _POLICIES[variant]} \
             if variant in _POLICIES and _has_queue_policies() else {}
-        return _PoolClient(ConnectionPool(size, host=address[0], port=address[1],
-                                          **policy, **options))
+        client = _PoolClient(ConnectionPool(size, host=address[0], port=address[1], **policy,
+                                            **_SETUP_OPTIONS.get(setup or "", {}),
+                                            **green_options))
+        if setup in ("otel_api", "otel_sdk"):
+            client.instrument(sdk=setup == "otel_sdk")
+        return client
+    if setup not in (None, "plain"):
+        raise ValueError("setup %r is for the green variants, not %s" % (setup, variant))
     if variant == "happybase":
         return _PoolClient(happybase.ConnectionPool(size, host=address[0], port=address[1],
                                                     **options))
     if variant == "raw":
-        return _RawClient(size, address, options, green=True)
+        return _RawClient(size, address, green_options, green=True)
     if variant == "raw_patched":
         return _RawClient(size, address, options, green=False)
     if variant == "raw_fifo":
-        return _RawClient(size, address, options, green=True, fair=True)
+        return _RawClient(size, address, green_options, green=True, fair=True)
     if variant == "semaphore":
         return _SemaphorePool(size, address, options)
     if variant == "per_request":

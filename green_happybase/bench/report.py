@@ -51,6 +51,10 @@ def _green_results(figures: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
                    {"wrong": point["wrong"]["green"], "errors": point["errors"]["green"],
                     "first_error": None})
         yield "the interruption run", figures["wrong_answers"]["details"]["green"]
+    for table, label in (("costs", "what"), ("transports", "label")):
+        for row in figures.get(table, {}).get("rows", {}).values():
+            if row["available"]:
+                yield "the %s table (%s)" % (table, row[label]), row
     if "open_loop" in figures:
         capacity = figures["open_loop"]["capacity"]
         if capacity is not None:
@@ -73,6 +77,8 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
         lease = figures["lease_us"]
         found.append(_target("lease green/happybase", _ratio(lease["green"], lease["happybase"]),
                              0.30, at_most=True))
+        if "happybase" in figures.get("unavailable", {}):
+            found[-1]["note"] = "happybase unavailable"
         for point in figures["throughput"]:
             found.append(_target(
                 "ops/s %dx%d green/raw" % (point["greenlets"], point["size"]),
@@ -143,12 +149,22 @@ def _header(figures: dict[str, Any]) -> list[str]:
             machine["green_happybase"]),
         "         load average %s at the start, %s at the end" % (
             _load(machine["load_average"]), _load(machine["load_average_end"])),
-        "server:  %s (%s, %s/%s)" % (server["address"],
-                                    "embedded, its own process" if server["embedded"]
-                                    else "external", server["transport"], server["protocol"]),
+        "server:  %s (%s, %s/%s%s)" % (
+            server["address"], "embedded, its own process" if server["embedded"] else "external",
+            server["transport"], server["protocol"],
+            "; " + server["security"] if server.get("security") else ""),
         "Figures vary with the machine, its load and the server's speed: compare the",
         "variants within one run, not with another machine's figures.",
     ]
+
+
+def _unavailable(missing: dict[str, str]) -> list[str]:
+    """A line per reason, naming the variants it kept from running."""
+    by_reason: dict[str, list[str]] = {}
+    for variant, why in missing.items():
+        by_reason.setdefault(why, []).append(variant)
+    return ["  not run: %s: %s" % (", ".join(variants), why)
+            for why, variants in by_reason.items()]
 
 
 def _closed(figures: dict[str, Any]) -> list[str]:
@@ -157,14 +173,14 @@ def _closed(figures: dict[str, Any]) -> list[str]:
              "", "Lease overhead: us per acquire+release of an idle connection, no call, "
                  "no contention"]
     for variant, value in figures["lease_us"].items():
-        lines.append("  %-12s %8.2f" % (variant, value))
+        lines.append("  %-12s %8s" % (variant, _number(value, 2)))
     lines += ["", "Throughput, single-row gets: ops/s / client CPU us per call",
               "(the client process's CPU time over the measured window divided by its calls)",
               "  greenlets size " + "".join("%13s" % variant for variant in VARIANTS)]
     for point in figures["throughput"]:
-        cells = "".join("%13s" % ("%s/%s" % (_number(point[variant]),
-                                             _number(point["cpu_us"][variant], 1)))
-                        for variant in VARIANTS)
+        cells = "".join("%13s" % ("-" if point[variant] is None else "%s/%s" % (
+            _number(point[variant]), _number(point["cpu_us"][variant], 1)))
+            for variant in VARIANTS)
         lines.append("  %9d %4d %s" % (point["greenlets"], point["size"], cells))
     lines += [
         "  green: this pool, unpatched; happybase: happybase.ConnectionPool, monkey-patched;",
@@ -174,11 +190,15 @@ def _closed(figures: dict[str, Any]) -> list[str]:
         "  raw_patched: raw with happybase.Connection, patched (the price of the class);",
         "  per_request: a new happybase.Connection per get, at most size at once, patched",
     ]
+    lines += _unavailable(figures.get("unavailable", {}))
     lines += ["", "Lease wait at %d greenlets, size %d, steady state" % (
         wait["greenlets"], wait["size"]),
         "  %-12s %8s %8s %8s %8s %8s %13s" % ("", "p50 ms", "p99 ms", "max ms", "mean ms",
                                               "starved", "bytes/waiter")]
     for variant, row in figures["wait_by_variant"].items():
+        if row is None:
+            lines.append("  %-12s not run" % variant)
+            continue
         lines.append("  %-12s %8s %8s %8s %8s %8s %13s" % (
             variant, _number(row["p50_ms"], 2), _number(row["p99_ms"], 2),
             _number(row["max_ms"], 2), _number(row["mean_ms"], 2), row["starved"],
@@ -188,18 +208,74 @@ def _closed(figures: dict[str, Any]) -> list[str]:
     wrong = figures["wrong_answers"]
     details = wrong["details"]
     latency = details["server_latency_ms"]
-    lines += ["", "Correctness under interruption: %d leases of one get, %d%% of them run under "
-              "a gevent.Timeout" % (wrong["calls"], details["fraction"] * 100),
+    lines += ["", "Correctness under interruption: %s leases of one get, %d%% of them run under "
+              "a gevent.Timeout" % (_number(wrong["calls"]), details["fraction"] * 100),
               "shorter than a call%s" % ("" if latency is None
                                          else " (server latency %g ms)" % latency)]
     for variant in ("green", "happybase"):
         row = details[variant]
+        if row is None:
+            lines.append("  %-12s not run" % variant)
+            continue
         lines.append("  %-12s %6d wrong answers, %d calls cut, %d errors" % (
             variant, row["wrong"], row["interrupted"], row["errors"]))
     lines += ["  calls cut: timeouts that fired mid-call; wrong answers: gets answered with",
               "  another request's row. A cut call leaves its reply unread; happybase's pool",
               "  lends that connection again and each later lease reads the previous call's",
               "  reply, so one cut can give several wrong answers."]
+    return lines
+
+
+def _ratio_cell(value: float | None) -> str:
+    return "-" if value is None else "%.2fx" % value
+
+
+def _costs(figures: dict[str, Any]) -> list[str]:
+    costs = figures["costs"]
+    lines = ["", "Costs on the hot path: each setup of this pool, side by side in one process;",
+             "lease overhead (us, best of %d loops of %s leases) and client CPU us per call of"
+             % (costs["lease_repeats"], _number(costs["lease_loops"])),
+             "the throughput run at %d greenlets, %d connections (best of %d round%s);"
+             % (costs["greenlets"], costs["size"], costs["rounds"],
+                "" if costs["rounds"] == 1 else "s"),
+             "ratios against the plain pool",
+             "  %-22s %9s %6s %9s %6s %8s %8s" % ("", "lease us", "ratio", "CPU/call", "ratio",
+                                                   "ops/s", "spans")]
+    for setup, row in costs["rows"].items():
+        if not row["available"]:
+            lines.append("  %-22s unavailable: %s" % (setup, row["reason"]))
+            continue
+        lines.append("  %-22s %9s %6s %9s %6s %8s %8s" % (
+            setup, _number(row["lease_us"], 2), _ratio_cell(row["lease_ratio"]),
+            _number(row["cpu_us"], 1), _ratio_cell(row["cpu_ratio"]), _number(row["ops_s"]),
+            _number(row["spans"])))
+    lines += ["  %s: %s" % (setup, row["what"]) for setup, row in costs["rows"].items()]
+    lines += ["  spans: spans the SDK's exporter received. Keepalive pings run in the pool's",
+              "  maintainer, only on connections idle for 30 s, so none runs under load: the",
+              "  second row shows what checking for them and for open scanners costs"]
+    return lines
+
+
+def _transports(figures: dict[str, Any]) -> list[str]:
+    transports = figures["transports"]
+    lines = ["", "Transports: the throughput run at %d greenlets, %d connections, through each "
+                 "mode of" % (transports["greenlets"], transports["size"]),
+             "the embedded server (%s protocol, each its own server process); ratios against"
+             % transports["protocol"],
+             "TCP buffered",
+             "  %-14s %9s %6s %9s %6s %9s" % ("", "ops/s", "ratio", "CPU/call", "ratio",
+                                              "p99 wait")]
+    for row in transports["rows"].values():
+        if not row["available"]:
+            lines.append("  %-14s unavailable: %s" % (row["label"], row["reason"]))
+            continue
+        lines.append("  %-14s %9s %6s %9s %6s %9s" % (
+            row["label"], _number(row["ops_s"]), _ratio_cell(row["ops_ratio"]),
+            _number(row["cpu_us"], 1), _ratio_cell(row["cpu_ratio"]),
+            _number(row["p99_ms"], 1)))
+    lines += ["  CPU/call: client CPU us per call; p99 wait: lease wait, ms. TLS and HTTPS",
+              "  verify a certificate made for the run; SASL PLAIN logs in once per connection.",
+              "  Kerberos needs a KDC: measure it on your gateway with --auth kerberos"]
     return lines
 
 
@@ -250,6 +326,10 @@ def render(figures: dict[str, Any]) -> str:
     lines = _header(figures)
     if "lease_us" in figures:
         lines += _closed(figures)
+    if "costs" in figures:
+        lines += _costs(figures)
+    if "transports" in figures:
+        lines += _transports(figures)
     if "open_loop" in figures:
         lines += _open(figures)
     lines += ["", "TARGETS: ratios of this run's figures (a MISS does not fail the run; a wrong",

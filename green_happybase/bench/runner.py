@@ -1,9 +1,10 @@
 """Runs one variant's tasks in a child process and reads back its figures."""
 
 import json
+import os
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
 import gevent
@@ -31,23 +32,27 @@ class BenchError(Exception):
 
 
 def planned_seconds(tasks: list[dict[str, Any]]) -> float:
-    """Roughly how long *tasks* should take."""
-    return float(sum(task.get("warmup", 0.0) + task.get("duration", 0.0)
-                     + task.get("time_limit", 0.0) for task in tasks))
+    """Roughly how long *tasks* should take: a task's ``planned`` seconds, or
+    its warm-up, duration and time limit."""
+    return float(sum(task.get("planned", task.get("warmup", 0.0) + task.get("duration", 0.0)
+                                          + task.get("time_limit", 0.0)) for task in tasks))
 
 
-def run_variant(variant: str, spec: dict[str, Any]
+def run_variant(variant: str, spec: dict[str, Any], env: Mapping[str, str] | None = None
                 ) -> Generator[tuple[dict[str, Any], dict[str, Any]], None, None]:
     """Run *spec*'s tasks for *variant* in a child; yield ``(task, result)``.
 
-    The child is killed if it overruns its tasks' planned time by more than
-    a minute, and whenever the caller stops iterating.
+    *env*: variables to set in the child's environment (secrets go there,
+    never on its command line). The child is killed if it overruns its
+    tasks' planned time by more than a minute, and whenever the caller
+    stops iterating.
     """
     patched = variant in PATCHED
     spec = dict(spec, variant=variant)
     deadline = time.monotonic() + planned_seconds(spec["tasks"]) + _SLACK
     cmd = [sys.executable, "-c", _BOOT, "patched" if patched else "plain", json.dumps(spec)]
-    proc = gevent.subprocess.Popen(cmd, stdout=gevent.subprocess.PIPE)
+    proc = gevent.subprocess.Popen(cmd, stdout=gevent.subprocess.PIPE,
+                                   env=dict(os.environ, **env) if env else None)
     assert proc.stdout is not None
     try:
         hello = _read(proc, variant, deadline)

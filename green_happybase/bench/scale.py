@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 __all__ = ["CONTENDED_POINT", "FULL", "INTERRUPT", "Interrupt", "OpenLoop", "POINTS", "QUICK",
-           "SMOKE", "Scale", "WAIT_POINT"]
+           "ROW_POINT", "SMOKE", "Scale", "WAIT_POINT"]
 
 #: (greenlets, pool size) of the throughput runs.
 POINTS: tuple[tuple[int, int], ...] = ((50, 4), (500, 10), (5000, 10))
@@ -11,6 +11,8 @@ POINTS: tuple[tuple[int, int], ...] = ((50, 4), (500, 10), (5000, 10))
 WAIT_POINT = (5000, 10)
 #: The throughput run whose client CPU per call is compared with raw_fifo's.
 CONTENDED_POINT = (500, 10)
+#: The throughput run of each row of the transports and costs tables.
+ROW_POINT = (50, 4)
 
 
 class Interrupt(NamedTuple):
@@ -60,12 +62,20 @@ class Scale(NamedTuple):
     #: that the variants compared run close in time and from a clean start;
     #: otherwise one child per variant and phase, which only saves time.
     fresh_children: bool = True
+    #: Seconds each row of the transports and costs tables warms up, and is
+    #: measured: a few seconds a row.
+    row_warmup: float = 0.5
+    row_duration: float = 2.5
+    #: Rounds of the costs table, every setup in each: a setup keeps its best
+    #: round, as the lease overhead keeps its best loop.
+    cost_rounds: int = 3
 
 
 QUICK = Scale("quick", warmup=0.3, duration=1.5, lease_loops=20000, lease_repeats=5,
-              leases=1000)
+              leases=1000, row_warmup=0.3, row_duration=1.0, cost_rounds=2)
 FULL = Scale("full", warmup=1.0, duration=5.0, lease_loops=100000, lease_repeats=7,
              leases=5000)
 #: For the test suite: every code path, a few seconds in all.
 SMOKE = Scale("smoke", warmup=0.05, duration=0.15, lease_loops=2000, lease_repeats=2,
-              leases=200, fresh_children=False)
+              leases=200, fresh_children=False, row_warmup=0.05, row_duration=0.15,
+              cost_rounds=1)

@@ -2,8 +2,9 @@
 
 :func:`run_suite` returns the figures as the JSON document the CLI writes:
 ``machine``, ``server`` and ``scale`` always; ``lease_us``, ``throughput``,
-``wait``, ``wait_by_variant`` and ``wrong_answers`` from the closed-loop
-workloads; ``open_loop`` from the open-loop workload.
+``wait``, ``wait_by_variant``, ``wrong_answers``, ``unavailable`` and
+``costs`` from the closed-loop workloads, and ``transports`` too on the
+embedded server; ``open_loop`` from the open-loop workload.
 """
 
 import contextlib
@@ -16,10 +17,11 @@ import gevent
 import happybase
 
 from .._version import __version__
-from .clients import OPEN_VARIANTS, VARIANTS, unavailable
+from .clients import OPEN_VARIANTS, SETUPS, VARIANTS, setup_unavailable, unavailable
 from .runner import BenchError, run_variant
-from .scale import INTERRUPT, POINTS, WAIT_POINT, OpenLoop, Scale
-from .target import Target
+from .scale import INTERRUPT, POINTS, ROW_POINT, WAIT_POINT, OpenLoop, Scale
+from .security import describe
+from .target import MODES, Target, open_mode_targets, tls_unavailable
 
 __all__ = ["CAPACITY_VARIANT", "run_suite"]
 
@@ -69,6 +71,8 @@ def _percent(load: float | None) -> str:
 
 def _describe(variant: str, task: dict[str, Any], result: dict[str, Any]) -> str:
     kind = task["kind"]
+    if task.get("target", MAIN) != MAIN:
+        variant += " over " + MODES[task["target"]].label
     if kind == "lease":
         text = "lease overhead %.2f us" % result["lease_us"]
     elif kind == "throughput":
@@ -76,6 +80,10 @@ def _describe(variant: str, task: dict[str, Any], result: dict[str, Any]) -> str
             task["greenlets"], task["size"], result["ops_s"], result["cpu_us"] or 0.0)
         if result["p99_ms"] is not None:
             text += ", wait p99 %.1f ms" % result["p99_ms"]
+    elif kind == "costs":
+        text = "costs, lease us/CPU us per call: " + ", ".join(
+            "%s %.2f/%s" % (setup, row["lease_us"], "-" if row["cpu_us"] is None
+                            else "%.1f" % row["cpu_us"]) for setup, row in result.items())
     elif kind == "capacity":
         text = "capacity %.0f requests/s (%.0f gets/s), %d in flight" % (
             result["requests_s"], result["calls_s"], task["concurrency"])
@@ -95,12 +103,18 @@ def _describe(variant: str, task: dict[str, Any], result: dict[str, Any]) -> str
     return "%-14s %s" % (variant, text)
 
 
-class _Runner:
-    """Runs tasks in the variants' child processes against one target."""
+#: The target of a task that names none: the one the run was asked for.
+MAIN = "main"
 
-    def __init__(self, target: Target, scale: Scale, progress: Progress) -> None:
-        self._spec = {"host": target.host, "port": target.port, "options": target.options,
-                      "table": target.table}
+
+class _Runner:
+    """Runs tasks in the variants' child processes against named targets.
+
+    A task runs against ``targets[task["target"]]``, :data:`MAIN` by default.
+    """
+
+    def __init__(self, targets: dict[str, Target], scale: Scale, progress: Progress) -> None:
+        self._targets = targets
         self._fresh = scale.fresh_children
         self._progress = progress
 
@@ -113,12 +127,15 @@ class _Runner:
         batches: dict[Any, tuple[str, list[dict[str, Any]]]] = {}
         for step, (variant, task) in enumerate(plan):
             batch = batches.setdefault(step if self._fresh else variant, (variant, []))
-            batch[1].append(dict(task, step=step))
+            batch[1].append(dict(task, step=step, target=task.get("target", MAIN)))
         results: list[dict[str, Any]] = [{} for _ in plan]
         for variant, tasks in batches.values():
+            targets = {task["target"]: self._targets[task["target"]] for task in tasks}
+            spec = {"targets": {name: target.spec() for name, target in targets.items()},
+                    "tasks": tasks}
+            env = {key: value for target in targets.values() for key, value in target.env.items()}
             # Closed at once on any error, which ends the child.
-            with contextlib.closing(run_variant(variant, dict(self._spec, tasks=tasks))) \
-                    as reports:
+            with contextlib.closing(run_variant(variant, spec, env)) as reports:
                 for task, result in reports:
                     self._progress(_describe(variant, task, result))
                     results[task["step"]] = result
@@ -132,32 +149,43 @@ def run_suite(target: Target, scale: Scale, progress: Progress, *, closed: bool,
     *closed*: the closed-loop workloads (lease overhead, throughput,
     interruption); *open_loop*: the open-loop workload, ``None`` for none.
     """
-    runner = _Runner(target, scale, progress)
+    runner = _Runner({MAIN: target}, scale, progress)
     figures: dict[str, Any] = {
         "machine": _machine(),
         "server": {"address": target.address, "embedded": target.embedded,
                    "transport": target.options["transport"],
-                   "protocol": target.options["protocol"]},
+                   "protocol": target.options["protocol"],
+                   "security": describe(target.security)},
         "scale": scale._asdict(),
     }
     if closed:
         figures.update(_closed_loop(runner, target, scale))
+        figures["costs"] = _costs(runner, scale)
+        if target.embedded:
+            figures["transports"] = _transports(scale, progress)
     if open_loop is not None:
-        figures["open_loop"] = _open_loop(runner, scale, open_loop)
+        figures["open_loop"] = _open_loop(runner, target, scale, open_loop)
     figures["machine"]["load_average_end"] = _load_average()
     return figures
 
 
 def _closed_loop(runner: _Runner, target: Target, scale: Scale) -> dict[str, Any]:
+    missing = {}
+    for variant in VARIANTS:
+        why = unavailable(variant, target.options, target.security)
+        if why is not None:
+            missing[variant] = why
+    variants = [variant for variant in VARIANTS if variant not in missing]
+    pair = [variant for variant in ("green", "happybase") if variant not in missing]
     lease = {"kind": "lease", "size": 1, "loops": scale.lease_loops,
              "repeats": scale.lease_repeats}
-    plan: Plan = [(variant, lease) for variant in ("green", "happybase")]
+    plan: Plan = [(variant, lease) for variant in pair]
     # Point by point, so that the variants compared run close in time on a
     # shared machine.
     plan += [(variant, {"kind": "throughput", "greenlets": greenlets, "size": size,
                         "warmup": scale.warmup, "duration": scale.duration})
-             for greenlets, size in POINTS for variant in VARIANTS]
-    results: dict[str, dict[Any, dict[str, Any]]] = {variant: {} for variant in VARIANTS}
+             for greenlets, size in POINTS for variant in variants]
+    results: dict[str, dict[Any, dict[str, Any]]] = {variant: {} for variant in variants}
 
     def run(plan: Plan) -> None:
         for (variant, task), result in zip(plan, runner.run(plan), strict=True):
@@ -173,47 +201,138 @@ def _closed_loop(runner: _Runner, target: Target, scale: Scale) -> dict[str, Any
                    "greenlets": INTERRUPT.greenlets, "leases": scale.leases,
                    "fraction": INTERRUPT.fraction, "seed": INTERRUPT.seed,
                    "time_limit": 30.0 + scale.leases * 0.01}
-    run([(variant, interrupted) for variant in ("green", "happybase")])
+    run([(variant, interrupted) for variant in pair])
     if latency is not None:
         target.set_latency(0.0)
-    return _closed_figures(results, latency)
+    return dict(_closed_figures(results, latency), unavailable=missing)
 
 
 def _closed_figures(results: dict[str, dict[Any, dict[str, Any]]],
                     latency: Any) -> dict[str, Any]:
+    """The figures of the variants in *results*; ``None`` for the others."""
+
+    def get(variant: str, key: Any) -> dict[str, Any]:
+        return results[variant][key] if variant in results else {}
+
     throughput = []
     for point in POINTS:
         row: dict[str, Any] = {"greenlets": point[0], "size": point[1]}
         for variant in VARIANTS:
-            row[variant] = results[variant][point]["ops_s"]
+            row[variant] = get(variant, point).get("ops_s")
         for extra in ("cpu_us", "p99_ms", "errors", "wrong"):
-            row[extra] = {variant: results[variant][point][extra] for variant in VARIANTS}
+            row[extra] = {variant: get(variant, point).get(extra) for variant in VARIANTS}
         throughput.append(row)
-    waits = {variant: _wait(results[variant][WAIT_POINT]) for variant in ("green", "happybase")}
-    cut = {variant: results[variant]["interrupted"] for variant in ("green", "happybase")}
+    pair = ("green", "happybase")
+    waits = {variant: _wait(results[variant][WAIT_POINT]) if variant in results else None
+             for variant in pair}
+    cut = {variant: results[variant]["interrupted"] if variant in results else None
+           for variant in pair}
     return {
-        "lease_us": {variant: results[variant]["lease"]["lease_us"]
-                     for variant in ("green", "happybase")},
+        "lease_us": {variant: get(variant, "lease").get("lease_us") for variant in pair},
         "throughput": throughput,
-        "wait": dict(waits["green"], greenlets=WAIT_POINT[0], size=WAIT_POINT[1]),
+        "wait": dict(waits["green"] or {}, greenlets=WAIT_POINT[0], size=WAIT_POINT[1]),
         "wait_by_variant": waits,
         "wrong_answers": {
-            "green": cut["green"]["wrong"],
-            "happybase": cut["happybase"]["wrong"],
-            "calls": cut["green"]["calls"],
+            "green": cut["green"]["wrong"] if cut["green"] else None,
+            "happybase": cut["happybase"]["wrong"] if cut["happybase"] else None,
+            "calls": cut["green"]["calls"] if cut["green"] else None,
             "details": dict(cut, fraction=INTERRUPT.fraction,
                             server_latency_ms=None if latency is None else latency * 1e3),
         },
     }
 
 
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
+
+
+def _row_run(scale: Scale) -> dict[str, Any]:
+    """The throughput task of a row of the costs and transports tables."""
+    return {"kind": "throughput", "greenlets": ROW_POINT[0], "size": ROW_POINT[1],
+            "warmup": scale.row_warmup, "duration": scale.row_duration}
+
+
+#: Seconds a lease may take with the slowest setup: an upper bound for planning.
+_SLOWEST_LEASE = 200e-6
+
+
+def _costs(runner: _Runner, scale: Scale) -> dict[str, Any]:
+    """Lease overhead and client CPU per call of the pool in each setup,
+    measured side by side in one child (see :func:`.workloads.costs`)."""
+    missing = {}
+    for setup in SETUPS:
+        why = setup_unavailable(setup)
+        if why is not None:
+            missing[setup] = why
+    setups = [setup for setup in SETUPS if setup not in missing]
+    # Fewer leases per loop than the lease overhead above: with the SDK a
+    # lease costs ten times as much.
+    loops = scale.lease_loops // 10
+    task = dict(_row_run(scale), kind="costs", setups=setups, loops=loops,
+                repeats=scale.lease_repeats, rounds=scale.cost_rounds)
+    task["planned"] = len(setups) * (scale.cost_rounds * (scale.row_warmup + scale.row_duration)
+                                     + loops * scale.lease_repeats * _SLOWEST_LEASE)
+    results = runner.run([("green", task)])[0]
+    rows: dict[str, dict[str, Any]] = {}
+    for setup, what in SETUPS.items():
+        if setup in missing:
+            rows[setup] = {"what": what, "available": False, "reason": missing[setup]}
+            continue
+        result = results[setup]
+        rows[setup] = {
+            "what": what, "available": True, "lease_us": result["lease_us"],
+            "cpu_us": result["cpu_us"], "ops_s": result["ops_s"],
+            "cpu_us_rounds": result["cpu_us_rounds"], "wrong": result["wrong"],
+            "errors": result["errors"], "first_error": result["first_error"],
+            "spans": result.get("spans"), "data_points": result.get("data_points")}
+    plain = rows["plain"]
+    for row in rows.values():
+        if row["available"]:
+            row["lease_ratio"] = _ratio(row["lease_us"], plain.get("lease_us"))
+            row["cpu_ratio"] = _ratio(row["cpu_us"], plain.get("cpu_us"))
+    return {"greenlets": ROW_POINT[0], "size": ROW_POINT[1], "lease_loops": loops,
+            "lease_repeats": scale.lease_repeats, "rounds": scale.cost_rounds, "rows": rows}
+
+
+def _transports(scale: Scale, progress: Progress) -> dict[str, Any]:
+    """The same throughput run through each mode of the embedded server.
+
+    Each mode has a server of its own, started before the first row runs.
+    """
+    why_not_tls = tls_unavailable()
+    modes = [mode for mode in MODES if not (MODES[mode].tls and why_not_tls)]
+    with open_mode_targets(modes) as targets:
+        progress("servers for %s started" % ", ".join(MODES[mode].label for mode in modes))
+        plan: Plan = [("green", dict(_row_run(scale), target=mode)) for mode in modes]
+        results = dict(zip(modes, _Runner(targets, scale, progress).run(plan), strict=True))
+    rows: dict[str, dict[str, Any]] = {}
+    for mode, spec in MODES.items():
+        if mode not in results:
+            rows[mode] = {"label": spec.label, "available": False, "reason": why_not_tls}
+            continue
+        result = results[mode]
+        rows[mode] = {"label": spec.label, "available": True, "ops_s": result["ops_s"],
+                      "cpu_us": result["cpu_us"], "p99_ms": result["p99_ms"],
+                      "wrong": result["wrong"], "errors": result["errors"],
+                      "first_error": result["first_error"]}
+    tcp = rows["tcp"]
+    for row in rows.values():
+        if row["available"]:
+            row["ops_ratio"] = _ratio(row["ops_s"], tcp["ops_s"])
+            row["cpu_ratio"] = _ratio(row["cpu_us"], tcp["cpu_us"])
+    return {"greenlets": ROW_POINT[0], "size": ROW_POINT[1], "protocol": "binary",
+            "rows": rows}
+
+
 def _wait(result: dict[str, Any]) -> dict[str, Any]:
+    """The lease wait figures of a throughput run."""
     keys = ("p50_ms", "p99_ms", "max_ms", "mean_ms", "bytes_per_waiter", "samples", "waiting",
             "starved")
     return {key: result[key] for key in keys}
 
 
-def _open_loop(runner: _Runner, scale: Scale, settings: OpenLoop) -> dict[str, Any]:
+def _open_loop(runner: _Runner, target: Target, scale: Scale,
+               settings: OpenLoop) -> dict[str, Any]:
     request = {"size": settings.size, "calls": settings.calls, "deadline": settings.deadline,
                "warmup": scale.warmup, "duration": scale.duration}
     capacity = None
@@ -229,7 +348,7 @@ def _open_loop(runner: _Runner, scale: Scale, settings: OpenLoop) -> dict[str, A
         loads = [(None, settings.rate)]
     missing = {}
     for variant in OPEN_VARIANTS:
-        why = unavailable(variant)
+        why = unavailable(variant, target.options, target.security)
         if why is not None:
             missing[variant] = why
     run = dict(request, kind="open_loop", seed=settings.seed,
