@@ -265,13 +265,14 @@ def _costs(runner: _Runner, scale: Scale) -> dict[str, Any]:
         if why is not None:
             missing[setup] = why
     setups = [setup for setup in SETUPS if setup not in missing]
-    # Fewer leases per loop than the lease overhead above: with the SDK a
-    # lease costs ten times as much.
-    loops = scale.lease_loops // 10
-    task = dict(_row_run(scale), kind="costs", setups=setups, loops=loops,
-                repeats=scale.lease_repeats, rounds=scale.cost_rounds)
+    # Many short loops rather than the lease overhead's few long ones: on a
+    # shared machine the best of many finds what a setup really costs, and
+    # with the SDK a lease costs ten times as much.
+    loops, repeats = max(1, scale.lease_loops // 20), scale.lease_repeats * 5
+    task = dict(_row_run(scale), kind="costs", setups=setups, loops=loops, repeats=repeats,
+                rounds=scale.cost_rounds)
     task["planned"] = len(setups) * (scale.cost_rounds * (scale.row_warmup + scale.row_duration)
-                                     + loops * scale.lease_repeats * _SLOWEST_LEASE)
+                                     + loops * repeats * _SLOWEST_LEASE)
     results = runner.run([("green", task)])[0]
     rows: dict[str, dict[str, Any]] = {}
     for setup, what in SETUPS.items():
@@ -291,7 +292,7 @@ def _costs(runner: _Runner, scale: Scale) -> dict[str, Any]:
             row["lease_ratio"] = _ratio(row["lease_us"], plain.get("lease_us"))
             row["cpu_ratio"] = _ratio(row["cpu_us"], plain.get("cpu_us"))
     return {"greenlets": ROW_POINT[0], "size": ROW_POINT[1], "lease_loops": loops,
-            "lease_repeats": scale.lease_repeats, "rounds": scale.cost_rounds, "rows": rows}
+            "lease_repeats": repeats, "rounds": scale.cost_rounds, "rows": rows}
 
 
 def _transports(scale: Scale, progress: Progress) -> dict[str, Any]:
