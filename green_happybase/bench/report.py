@@ -209,7 +209,8 @@ def _closed(figures: dict[str, Any]) -> list[str]:
     details = wrong["details"]
     latency = details["server_latency_ms"]
     lines += ["", "Correctness under interruption: %s leases of one get, %d%% of them run under "
-              "a gevent.Timeout" % (_number(wrong["calls"]), details["fraction"] * 100),
+              "a gevent.Timeout" % ("-" if wrong["calls"] is None else wrong["calls"],
+                                    details["fraction"] * 100),
               "shorter than a call%s" % ("" if latency is None
                                          else " (server latency %g ms)" % latency)]
     for variant in ("green", "happybase"):
@@ -230,15 +231,21 @@ def _ratio_cell(value: float | None) -> str:
     return "-" if value is None else "%.2fx" % value
 
 
+def _rounds(rounds: int, what: str) -> list[str]:
+    """How the rounds of a table were run and read."""
+    if rounds == 1:
+        return ["  ops/s, CPU/call: one round"]
+    return ["  ops/s, CPU/call: medians of %d rounds, every %s in turn in each round; their"
+            % (rounds, what), "  ratios: medians of the ratios within a round"]
+
+
 def _costs(figures: dict[str, Any]) -> list[str]:
     costs = figures["costs"]
     lines = ["", "Costs on the hot path: each setup of this pool, side by side in one process;",
              "lease overhead (us, best of %d loops of %s leases) and client CPU us per call of"
              % (costs["lease_repeats"], _number(costs["lease_loops"])),
-             "the throughput run at %d greenlets, %d connections (best of %d round%s);"
-             % (costs["greenlets"], costs["size"], costs["rounds"],
-                "" if costs["rounds"] == 1 else "s"),
-             "ratios against the plain pool",
+             "the throughput run at %d greenlets, %d connections; ratios against the plain pool"
+             % (costs["greenlets"], costs["size"]),
              "  %-22s %9s %6s %9s %6s %8s %8s" % ("", "lease us", "ratio", "CPU/call", "ratio",
                                                    "ops/s", "spans")]
     for setup, row in costs["rows"].items():
@@ -250,6 +257,7 @@ def _costs(figures: dict[str, Any]) -> list[str]:
             _number(row["cpu_us"], 1), _ratio_cell(row["cpu_ratio"]), _number(row["ops_s"]),
             _number(row["spans"])))
     lines += ["  %s: %s" % (setup, row["what"]) for setup, row in costs["rows"].items()]
+    lines += _rounds(costs["rounds"], "setup")
     lines += ["  spans: spans the SDK's exporter received. Keepalive pings run in the pool's",
               "  maintainer, only on connections idle for 30 s, so none runs under load: the",
               "  second row shows what checking for them and for open scanners costs"]
@@ -258,11 +266,11 @@ def _costs(figures: dict[str, Any]) -> list[str]:
 
 def _transports(figures: dict[str, Any]) -> list[str]:
     transports = figures["transports"]
-    lines = ["", "Transports: the throughput run at %d greenlets, %d connections, through each "
+    lines = ["", "Transports: the throughput run at %d greenlets, %d connections through each "
                  "mode of" % (transports["greenlets"], transports["size"]),
-             "the embedded server (%s protocol, each its own server process); ratios against"
+             "the embedded server, %s protocol, each mode its own server process and each run"
              % transports["protocol"],
-             "TCP buffered",
+             "its own child; ratios against TCP buffered",
              "  %-14s %9s %6s %9s %6s %9s" % ("", "ops/s", "ratio", "CPU/call", "ratio",
                                               "p99 wait")]
     for row in transports["rows"].values():
@@ -273,6 +281,7 @@ def _transports(figures: dict[str, Any]) -> list[str]:
             row["label"], _number(row["ops_s"]), _ratio_cell(row["ops_ratio"]),
             _number(row["cpu_us"], 1), _ratio_cell(row["cpu_ratio"]),
             _number(row["p99_ms"], 1)))
+    lines += _rounds(transports["rounds"], "mode")
     lines += ["  CPU/call: client CPU us per call; p99 wait: lease wait, ms. TLS and HTTPS",
               "  verify a certificate made for the run; SASL PLAIN logs in once per connection.",
               "  Kerberos needs a KDC: measure it on your gateway with --auth kerberos"]

@@ -63,19 +63,20 @@ class Scale(NamedTuple):
     #: otherwise one child per variant and phase, which only saves time.
     fresh_children: bool = True
     #: Seconds each row of the transports and costs tables warms up, and is
-    #: measured: a few seconds a row.
-    row_warmup: float = 0.5
-    row_duration: float = 2.5
-    #: Rounds of the costs table, every setup in each: a setup keeps its best
-    #: round, as the lease overhead keeps its best loop.
-    cost_rounds: int = 3
+    #: measured, in each round: a few seconds a row in all.
+    row_warmup: float = 0.3
+    row_duration: float = 1.5
+    #: Rounds of the transports and costs tables, every row in turn in each:
+    #: a row's ratio is the median of its ratios within a round, so that a
+    #: change in the machine's load falls on both sides of each.
+    row_rounds: int = 3
 
 
 QUICK = Scale("quick", warmup=0.3, duration=1.5, lease_loops=20000, lease_repeats=5,
-              leases=1000, row_warmup=0.3, row_duration=1.0, cost_rounds=2)
+              leases=1000, row_warmup=0.2, row_duration=0.8, row_rounds=2)
 FULL = Scale("full", warmup=1.0, duration=5.0, lease_loops=100000, lease_repeats=7,
              leases=5000)
 #: For the test suite: every code path, a few seconds in all.
 SMOKE = Scale("smoke", warmup=0.05, duration=0.15, lease_loops=2000, lease_repeats=2,
               leases=200, fresh_children=False, row_warmup=0.05, row_duration=0.15,
-              cost_rounds=1)
+              row_rounds=1)

@@ -10,6 +10,7 @@ embedded server; ``open_loop`` from the open-loop workload.
 import contextlib
 import os
 import platform
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -81,9 +82,8 @@ def _describe(variant: str, task: dict[str, Any], result: dict[str, Any]) -> str
         if result["p99_ms"] is not None:
             text += ", wait p99 %.1f ms" % result["p99_ms"]
     elif kind == "costs":
-        text = "costs, lease us/CPU us per call: " + ", ".join(
-            "%s %.2f/%s" % (setup, row["lease_us"], "-" if row["cpu_us"] is None
-                            else "%.1f" % row["cpu_us"]) for setup, row in result.items())
+        text = "costs, lease us: " + ", ".join(
+            "%s %.2f" % (setup, row["lease_us"]) for setup, row in result.items())
     elif kind == "capacity":
         text = "capacity %.0f requests/s (%.0f gets/s), %d in flight" % (
             result["requests_s"], result["calls_s"], task["concurrency"])
@@ -246,8 +246,38 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return None if value is None or not base else value / base
 
 
+def _median(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def _by_round(runs: dict[str, list[dict[str, Any]]], base: str) -> dict[str, dict[str, Any]]:
+    """Each row's throughput runs, one a round: the medians of its ops/s,
+    CPU per call and p99 wait, and of its ratios to *base*'s run of the same
+    round; wrong answers and errors of every round."""
+    figures = {}
+    for name, rounds in runs.items():
+        paired = list(zip(rounds, runs[base], strict=True))
+        figures[name] = {
+            "ops_s": _median([run["ops_s"] for run in rounds]),
+            "cpu_us": _median([run["cpu_us"] for run in rounds]),
+            "p99_ms": _median([run["p99_ms"] for run in rounds]),
+            "ops_ratio": _median([_ratio(run["ops_s"], other["ops_s"])
+                                  for run, other in paired]),
+            "cpu_ratio": _median([_ratio(run["cpu_us"], other["cpu_us"])
+                                  for run, other in paired]),
+            "ops_s_rounds": [run["ops_s"] for run in rounds],
+            "cpu_us_rounds": [run["cpu_us"] for run in rounds],
+            "wrong": sum(run["wrong"] for run in rounds),
+            "errors": sum(run["errors"] for run in rounds),
+            "first_error": next((run["first_error"] for run in rounds if run["first_error"]),
+                                None),
+        }
+    return figures
+
+
 def _row_run(scale: Scale) -> dict[str, Any]:
-    """The throughput task of a row of the costs and transports tables."""
+    """The throughput task of a row of the costs and transports tables, one round."""
     return {"kind": "throughput", "greenlets": ROW_POINT[0], "size": ROW_POINT[1],
             "warmup": scale.row_warmup, "duration": scale.row_duration}
 
@@ -270,59 +300,51 @@ def _costs(runner: _Runner, scale: Scale) -> dict[str, Any]:
     # with the SDK a lease costs ten times as much.
     loops, repeats = max(1, scale.lease_loops // 20), scale.lease_repeats * 5
     task = dict(_row_run(scale), kind="costs", setups=setups, loops=loops, repeats=repeats,
-                rounds=scale.cost_rounds)
-    task["planned"] = len(setups) * (scale.cost_rounds * (scale.row_warmup + scale.row_duration)
+                rounds=scale.row_rounds)
+    task["planned"] = len(setups) * (scale.row_rounds * (scale.row_warmup + scale.row_duration)
                                      + loops * repeats * _SLOWEST_LEASE)
     results = runner.run([("green", task)])[0]
+    measured = _by_round({setup: results[setup]["rounds"] for setup in setups}, "plain")
     rows: dict[str, dict[str, Any]] = {}
     for setup, what in SETUPS.items():
         if setup in missing:
             rows[setup] = {"what": what, "available": False, "reason": missing[setup]}
             continue
         result = results[setup]
-        rows[setup] = {
-            "what": what, "available": True, "lease_us": result["lease_us"],
-            "cpu_us": result["cpu_us"], "ops_s": result["ops_s"],
-            "cpu_us_rounds": result["cpu_us_rounds"], "wrong": result["wrong"],
-            "errors": result["errors"], "first_error": result["first_error"],
-            "spans": result.get("spans"), "data_points": result.get("data_points")}
-    plain = rows["plain"]
-    for row in rows.values():
-        if row["available"]:
-            row["lease_ratio"] = _ratio(row["lease_us"], plain.get("lease_us"))
-            row["cpu_ratio"] = _ratio(row["cpu_us"], plain.get("cpu_us"))
+        rows[setup] = dict(measured[setup], what=what, available=True,
+                           lease_us=result["lease_us"],
+                           lease_ratio=_ratio(result["lease_us"], results["plain"]["lease_us"]),
+                           spans=result.get("spans"), data_points=result.get("data_points"))
     return {"greenlets": ROW_POINT[0], "size": ROW_POINT[1], "lease_loops": loops,
-            "lease_repeats": repeats, "rounds": scale.cost_rounds, "rows": rows}
+            "lease_repeats": repeats, "rounds": scale.row_rounds, "rows": rows}
 
 
 def _transports(scale: Scale, progress: Progress) -> dict[str, Any]:
-    """The same throughput run through each mode of the embedded server.
+    """The same throughput run through each mode of the embedded server,
+    round by round, every mode in turn in each.
 
-    Each mode has a server of its own, started before the first row runs.
+    Each mode has a server of its own, started before the first row runs,
+    and each run a child of its own.
     """
     why_not_tls = tls_unavailable()
     modes = [mode for mode in MODES if not (MODES[mode].tls and why_not_tls)]
     with open_mode_targets(modes) as targets:
         progress("servers for %s started" % ", ".join(MODES[mode].label for mode in modes))
-        plan: Plan = [("green", dict(_row_run(scale), target=mode)) for mode in modes]
-        results = dict(zip(modes, _Runner(targets, scale, progress).run(plan), strict=True))
+        plan: Plan = [("green", dict(_row_run(scale), target=mode, round=n))
+                      for n in range(scale.row_rounds) for mode in modes]
+        results = _Runner(targets, scale, progress).run(plan)
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for (_, task), result in zip(plan, results, strict=True):
+        runs[task["target"]].append(result)
+    measured = _by_round(runs, "tcp")
     rows: dict[str, dict[str, Any]] = {}
     for mode, spec in MODES.items():
-        if mode not in results:
+        if mode in measured:
+            rows[mode] = dict(measured[mode], label=spec.label, available=True)
+        else:
             rows[mode] = {"label": spec.label, "available": False, "reason": why_not_tls}
-            continue
-        result = results[mode]
-        rows[mode] = {"label": spec.label, "available": True, "ops_s": result["ops_s"],
-                      "cpu_us": result["cpu_us"], "p99_ms": result["p99_ms"],
-                      "wrong": result["wrong"], "errors": result["errors"],
-                      "first_error": result["first_error"]}
-    tcp = rows["tcp"]
-    for row in rows.values():
-        if row["available"]:
-            row["ops_ratio"] = _ratio(row["ops_s"], tcp["ops_s"])
-            row["cpu_ratio"] = _ratio(row["cpu_us"], tcp["cpu_us"])
     return {"greenlets": ROW_POINT[0], "size": ROW_POINT[1], "protocol": "binary",
-            "rows": rows}
+            "rounds": scale.row_rounds, "rows": rows}
 
 
 def _wait(result: dict[str, Any]) -> dict[str, Any]:

@@ -174,9 +174,9 @@ def costs(clients: dict[str, Any], table: str, loops: int, repeats: int, greenle
     """:func:`lease_overhead` and :func:`throughput` of each of *clients*,
     interleaved in this one process.
 
-    Loop by loop, then round by round, every client in turn: a drift of the
-    machine falls on each alike, and each keeps its best loop and the round
-    with the least CPU per call (noise only ever adds).
+    Loop by loop, then round by round, every client in turn, so that a drift
+    of the machine falls on each alike. Each keeps its best loop (noise
+    only ever adds) and the figures of every round.
     """
     leases: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(repeats):
@@ -186,17 +186,8 @@ def costs(clients: dict[str, Any], table: str, loops: int, repeats: int, greenle
     for _ in range(rounds):
         for name, client in clients.items():
             runs[name].append(throughput(client, table, greenlets, warmup, duration))
-    figures = {}
-    for name in clients:
-        best = min(runs[name], key=lambda run: math.inf if run["cpu_us"] is None
-                   else run["cpu_us"])
-        figures[name] = dict(best, lease_us=min(leases[name]), runs_us=leases[name],
-                             cpu_us_rounds=[run["cpu_us"] for run in runs[name]],
-                             wrong=sum(run["wrong"] for run in runs[name]),
-                             errors=sum(run["errors"] for run in runs[name]),
-                             first_error=next((run["first_error"] for run in runs[name]
-                                               if run["first_error"]), None))
-    return figures
+    return {name: {"lease_us": min(leases[name]), "runs_us": leases[name],
+                   "rounds": runs[name]} for name in clients}
 
 
 def _wait_stats(waits: "array[float]") -> dict[str, Any]:
