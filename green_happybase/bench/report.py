@@ -235,8 +235,9 @@ def _rounds(rounds: int, what: str) -> list[str]:
     """How the rounds of a table were run and read."""
     if rounds == 1:
         return ["  ops/s, CPU/call: one round"]
-    return ["  ops/s, CPU/call: medians of %d rounds, every %s in turn in each round; their"
-            % (rounds, what), "  ratios: medians of the ratios within a round"]
+    return ["  ops/s, CPU/call: medians of %d rounds, every %s in turn in each round (each"
+            % (rounds, what),
+            "  round starting one further on); their ratios: medians of the ratios within a round"]
 
 
 def _costs(figures: dict[str, Any]) -> list[str]:

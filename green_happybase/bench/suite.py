@@ -23,6 +23,7 @@ from .runner import BenchError, run_variant
 from .scale import INTERRUPT, POINTS, ROW_POINT, WAIT_POINT, OpenLoop, Scale
 from .security import describe
 from .target import MODES, Target, open_mode_targets, tls_unavailable
+from .workloads import rotated
 
 __all__ = ["CAPACITY_VARIANT", "run_suite"]
 
@@ -321,7 +322,8 @@ def _costs(runner: _Runner, scale: Scale) -> dict[str, Any]:
 
 def _transports(scale: Scale, progress: Progress) -> dict[str, Any]:
     """The same throughput run through each mode of the embedded server,
-    round by round, every mode in turn in each.
+    round by round, every mode in turn in each (each round starting one
+    further on).
 
     Each mode has a server of its own, started before the first row runs,
     and each run a child of its own.
@@ -331,7 +333,7 @@ def _transports(scale: Scale, progress: Progress) -> dict[str, Any]:
     with open_mode_targets(modes) as targets:
         progress("servers for %s started" % ", ".join(MODES[mode].label for mode in modes))
         plan: Plan = [("green", dict(_row_run(scale), target=mode, round=n))
-                      for n in range(scale.row_rounds) for mode in modes]
+                      for n in range(scale.row_rounds) for mode in rotated(modes, n)]
         results = _Runner(targets, scale, progress).run(plan)
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for (_, task), result in zip(plan, results, strict=True):

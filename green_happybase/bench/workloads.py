@@ -18,7 +18,8 @@ import happybase
 
 from . import dataset
 
-__all__ = ["capacity", "costs", "interrupted", "lease_overhead", "open_loop", "throughput"]
+__all__ = ["capacity", "costs", "interrupted", "lease_overhead", "open_loop", "rotated",
+           "throughput"]
 
 #: A run stops early after this many failed calls.
 _MAX_ERRORS = 100
@@ -169,23 +170,30 @@ def throughput(client: Any, table: str, greenlets: int, warmup: float,
     return result
 
 
+def rotated(items: list[Any], n: int) -> list[Any]:
+    """*items* starting at number ``n % len(items)``: round *n*'s order."""
+    n %= len(items) or 1
+    return items[n:] + items[:n]
+
+
 def costs(clients: dict[str, Any], table: str, loops: int, repeats: int, greenlets: int,
           warmup: float, duration: float, rounds: int) -> dict[str, dict[str, Any]]:
     """:func:`lease_overhead` and :func:`throughput` of each of *clients*,
     interleaved in this one process.
 
-    Loop by loop, then round by round, every client in turn, so that a drift
-    of the machine falls on each alike. Each keeps its best loop (noise
-    only ever adds) and the figures of every round.
+    Loop by loop, then round by round, every client in turn (each round
+    starting one further on), so that a drift of the machine falls on each
+    alike. Each keeps its best loop (noise only ever adds) and the figures
+    of every round, in the order of the rounds.
     """
     leases: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(repeats):
         for name, client in clients.items():
             leases[name].append(lease_overhead(client, table, loops, 1)["lease_us"])
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
-    for _ in range(rounds):
-        for name, client in clients.items():
-            runs[name].append(throughput(client, table, greenlets, warmup, duration))
+    for n in range(rounds):
+        for name in rotated(list(clients), n):
+            runs[name].append(throughput(clients[name], table, greenlets, warmup, duration))
     return {name: {"lease_us": min(leases[name]), "runs_us": leases[name],
                    "rounds": runs[name]} for name in clients}
 
