@@ -34,6 +34,15 @@ each ``queue`` policy), ``happybase``, ``semaphore`` (a
 ``gevent.lock.BoundedSemaphore`` over a list of happybase connections, what
 users hand-roll) and ``raw_fifo``; see :func:`.workloads.open_loop`.
 
+Costs (part of the closed loop): the pool's lease overhead and client CPU
+per call as it comes, with ``keepalive=None, scanner_cleanup=False``, and
+under OpenTelemetry (API only, then the SDK), side by side in one child; see
+:func:`.workloads.costs`. Transports (closed loop, embedded server only):
+the same throughput run over TCP, TLS, HTTP, HTTPS and SASL PLAIN, each mode
+against a server of its own. ``--transport http``, ``--tls`` and ``--auth``
+reach a secure gateway of the user's (see :mod:`.security`), where the
+variants built on ``happybase.Connection`` cannot run.
+
 Every workload of every variant runs in a fresh child process (the test
 suite's smoke scale groups them per variant), which reports JSON lines on
 its stdout; see :mod:`green_happybase.bench.runner`.
