@@ -10,6 +10,7 @@ built after.
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from gevent import get_hub, getcurrent, sleep, spawn
@@ -22,6 +23,7 @@ from gevent.timeout import Timeout
 
 __all__ = [
     "addresses",
+    "connect",
     "Event",
     "LifoQueue",
     "Timeout",
@@ -57,6 +59,39 @@ def addresses(host: Any, port: Any) -> list[tuple[int, int, int, Any]]:
                 in green_socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)]
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     return [(family, socket.SOCK_STREAM, 0, (host, port))]
+
+
+def connect(host: Any, port: Any, timeout: float | None,
+            hold: Callable[[Any], None] | None = None) -> Any:
+    """A connected gevent TCP socket (no Nagle, keepalive) to *host*:*port*.
+
+    Every address of the host is tried in turn within *timeout* seconds
+    each. *hold*, if given, is called with each socket before its connect
+    starts (so that another greenlet can close it and cut the connect) and
+    with ``None`` once a failed one is closed.
+
+    :raises OSError: the last address's failure, or the resolver's
+    """
+    error: OSError = OSError("%s has no address" % (host,))
+    for family, kind, proto, address in addresses(host, port):
+        sock = green_socket.socket(family, kind, proto)
+        if hold is not None:
+            hold(sock)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except BaseException as failure:
+            sock.close()
+            if hold is not None:
+                hold(None)
+            if not isinstance(failure, OSError):
+                raise
+            error = failure
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return sock
+    raise error
 
 
 #: This process's id, kept current across ``os.fork()`` so that the hot path

@@ -17,7 +17,6 @@ gone) is the pool's business: see :mod:`green_happybase.pool`.
 """
 
 import select
-import socket
 from typing import Any
 
 import happybase
@@ -46,29 +45,19 @@ class _GreenSocket(TSocket):
     """A thriftpy2 socket built on ``gevent.socket``, for IPv4 and IPv6."""
 
     def open(self) -> None:
-        # The socket is ours (and close() can cut the connect) before the
-        # connect starts; every address of the host is tried, IPv6 included.
-        error: BaseException | None = None
-        for family, kind, proto, address in _green.addresses(self.host, self.port):
-            sock = self.sock = _green.green_socket.socket(family, kind, proto)
-            try:
-                sock.settimeout(self.connect_timeout)
-                sock.connect(address)
-                break
-            except OSError as failure:
-                error = failure
-            except BaseException:
-                self.forget()
-                raise
-            self.forget()
-        else:
+        try:
+            # Held from the start, so that close() can cut the connect.
+            sock = _green.connect(self.host, self.port, self.connect_timeout, self._hold)
+        except OSError as error:
             raise TTransportException(
                 type=TTransportException.NOT_OPEN,
-                message="Could not connect to %s:%s (%s)" % (self.host, self.port, error))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                message="Could not connect to %s:%s (%s)" % (self.host, self.port, error),
+            ) from error
         # Reads block as long as happybase's timeout says, not the connect's.
         sock.settimeout(self.socket_timeout)
+
+    def _hold(self, sock: Any) -> None:
+        self.sock = sock
 
     def forget(self) -> None:
         """Drop the socket without ``shutdown()``.

@@ -84,7 +84,6 @@ class Maintenance:
         # show a connection in two places.
         gone = {id(conn) for conn, _ in expired}
         stack[:] = [conn for conn in stack if id(conn) not in gone]
-        pool._n_idle -= len(expired)
         # Every socket closed before the first hook yields: none is ever
         # neither on the stack nor closed (a fork would not find it).
         expired = [(conn, reason) for conn, reason in expired if pool._close(conn, reason)]
@@ -111,7 +110,6 @@ class Maintenance:
             if conn not in pool._idle or conn._last_used > due or pool._closed:
                 continue  # leased, used or closed since
             pool._idle.remove(conn)
-            pool._n_idle -= 1
             me = _getcurrent()
             pool._leases[me] = conn
             conn._owner = me

@@ -94,10 +94,9 @@ class _Lease:
         if conn is not None:
             conn._depth += 1
             return conn
-        if pool._n_idle and not pool._closed:
+        if pool._idle and not pool._closed:
             # The top of the warm stack, through the one checkout rule
             # (_lease_to); waiting, connecting and retries are _take's.
-            pool._n_idle -= 1
             conn = pool._idle.pop()
             if pool._lease_to(me, conn, self._timeout):
                 if pool._instrumented:
@@ -280,7 +279,6 @@ class ConnectionPool:
         # Plain integers, bumped inline: stats() reads them from any thread.
         self._n_slots = 0  # connecting + open + free slots in flight
         self._n_open = 0
-        self._n_idle = 0
         self._acquired_total = 0
         self._exhausted_total = 0
         self._discarded_total = 0
@@ -416,7 +414,7 @@ class ConnectionPool:
             "min_size": self.min_size,
             "max_idle": self._max_idle,
             "open": self._n_open,
-            "idle": self._n_idle,
+            "idle": len(self._idle),
             "in_use": len(self._leases),
             "connecting": len(self._connecting),
             "waiting": len(self._waiters),
@@ -474,8 +472,8 @@ class ConnectionPool:
             self._n_slots += 1
         excess = self._n_slots - self.size
         if excess > 0:
-            while excess and self._n_idle:
-                self._discard(self._pop_idle(), "resized")
+            while excess and self._idle:
+                self._discard(self._idle.pop(), "resized")
                 excess -= 1
             # The rest are leased or on their way: each closes when returned.
             for conn in self._open_connections()[:excess]:
@@ -587,8 +585,7 @@ class ConnectionPool:
         started = 0.0
         deadline = connect_deadline = None
         while True:
-            while self._n_idle:  # the warm stack first: no clock needed
-                self._n_idle -= 1
+            while self._idle:  # the warm stack first: no clock needed
                 conn = self._idle.pop()
                 if self._lease_to(me, conn, timeout):
                     if started or self._instrumented:
@@ -743,9 +740,8 @@ class ConnectionPool:
             conn._last_used = now
             if self._queued and self._waiters.hand_off(conn):
                 return
-            if self._n_idle < self._max_idle:
+            if len(self._idle) < self._max_idle:
                 self._idle.append(conn)
-                self._n_idle += 1
                 return
             reason = "max_idle"
         self._discard(conn, reason)
@@ -756,11 +752,6 @@ class ConnectionPool:
             self._release_slot()
         else:
             self._give_back(item)
-
-    def _pop_idle(self) -> GreenConnection:
-        self._n_idle -= 1
-        conn: GreenConnection = self._idle.pop()
-        return conn
 
     def _discard(self, conn: GreenConnection, reason: str, level: int = logging.DEBUG,
                  defer: bool = False) -> BaseException | None:
@@ -1052,8 +1043,8 @@ class ConnectionPool:
     def _close_idle(self, reason: str) -> BaseException | None:
         """Discard every idle connection; the first hook interruption, if any."""
         interrupted = None
-        while self._n_idle:
-            interrupted = self._discard(self._pop_idle(), reason, defer=True) or interrupted
+        while self._idle:
+            interrupted = self._discard(self._idle.pop(), reason, defer=True) or interrupted
         return interrupted
 
     def _open_connections(self) -> list[GreenConnection]:

@@ -868,29 +868,14 @@ def _tls_handshake(sock: Any, host: str, address: str, tls: Any) -> Any:
 
 def _connect(host: str, port: int, address: str, timeout: float | None) -> Any:
     """A connected gevent socket, trying every address *host* resolves to."""
-    last: OSError | None = None
     try:
-        infos = _green.addresses(host, port)
-    except OSError as error:
+        return _green.connect(host, port, timeout)
+    except socket.gaierror as error:
         raise TTransportException(TTransportException.NOT_OPEN,
                                   "could not resolve %s: %s" % (address, error)) from error
-    for family, kind, proto, sockaddr in infos:
-        sock = _green.green_socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(sockaddr)
-        except OSError as error:
-            sock.close()
-            last = error
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        return sock
-    raise TTransportException(TTransportException.NOT_OPEN,
-                              "could not connect to %s: %s" % (address, last)) from last
+    except OSError as error:
+        raise TTransportException(TTransportException.NOT_OPEN,
+                                  "could not connect to %s: %s" % (address, error)) from error
 
 
 def _check_seconds(name: str, value: Any) -> float | None:
