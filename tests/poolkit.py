@@ -8,7 +8,7 @@ import socket
 import gevent
 from gevent.event import Event
 
-from green_happybase import ConnectionPool
+from green_happybase import ConnectionPool, PoolExhausted
 
 ROWS = 20
 _made = []
@@ -111,3 +111,22 @@ def hanging_listener(port=0):
     finally:
         for sock in backlog + [listener]:
             sock.close()
+
+
+def exhaust_then_queue(pool):
+    """Both leases of a pool of 2 held, one ``block=False`` lease refused
+    (``PoolExhausted``), one greenlet queued: ``(release, holders, waiter)``."""
+    release, holders = hold_leases(pool, 2)
+    try:
+        with pool.connection(block=False):
+            raise AssertionError("a pool at size leased without waiting")
+    except PoolExhausted:
+        pass
+
+    def queued():
+        with pool.connection(timeout=10):
+            pass
+
+    waiter = gevent.spawn(queued)
+    wait_until_waiting(pool, 1)
+    return release, holders, waiter

@@ -32,11 +32,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 
-from green_happybase import PoolExhausted
 from green_happybase.histogram import DURATION_BUCKETS
 from green_happybase.otel import instrument, uninstrument
 from green_happybase.testing import HBaseServer
-from poolkit import balanced, fill_table, hold_leases, make_pool, wait_until_waiting
+from poolkit import (
+    balanced,
+    exhaust_then_queue,
+    fill_table,
+    hold_leases,
+    make_pool,
+)
 
 POOL_NAME = "db.client.connection.pool.name"
 #: name: (instrument data type, monotonic, unit), from the conventions.
@@ -115,17 +120,7 @@ def test_pool_metrics_have_the_conventions_names_units_kinds_and_attributes(
     pool's own; the histograms count the connect, the wait and the leases."""
     pool = make_pool(hbase_server, size=2, name="orders", min_size=1, max_idle=2)
     telemetry.instrument(pool)
-    release, holders = hold_leases(pool, 2)  # the second connects
-    with pytest.raises(PoolExhausted):
-        with pool.connection(block=False):
-            pass
-
-    def queued():
-        with pool.connection(timeout=10):
-            pass
-
-    waiter = gevent.spawn(queued)
-    wait_until_waiting(pool, 1)
+    release, holders, waiter = exhaust_then_queue(pool)  # the second lease connects
     found = telemetry.metrics()
     stats = pool.stats()
     assert pool_point(found["db.client.connection.count"], pool, **{

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from green_happybase import ConnectionFailed, ConnectionPool, PoolExhausted
+from green_happybase import ConnectionFailed, ConnectionPool
 from green_happybase.prometheus import PoolCollector, register, unregister
-from poolkit import ROWS, fill_table, hold_leases, make_pool, wait_until_waiting
+from poolkit import ROWS, exhaust_then_queue, fill_table, hold_leases, make_pool, wait_until_waiting
 
 GAUGES = ("size", "open", "idle", "in_use", "waiting", "connecting")
 COUNTERS = ("acquired_total", "exhausted_total", "discarded_total", "connect_errors_total",
@@ -64,17 +64,7 @@ def test_gauges_and_counters_follow_stats(hbase_server, registry):
     """Two leases held, one greenlet queued: every figure is the pool's own."""
     pool = make_pool(hbase_server, size=2, name="orders")
     register(pool, registry)
-    release, holders = hold_leases(pool, 2)
-    with pytest.raises(PoolExhausted):
-        with pool.connection(block=False):
-            pass
-
-    def queued():
-        with pool.connection(timeout=10):
-            pass
-
-    waiter = gevent.spawn(queued)
-    wait_until_waiting(pool, 1)
+    release, holders, waiter = exhaust_then_queue(pool)  # the second lease connects
     found = scrape(registry)
     assert figure(found, "in_use", pool) == 2
     assert figure(found, "waiting", pool) == 1
