@@ -11,7 +11,15 @@ from Hbase_thrift import IllegalArgument
 
 from green_happybase import ConnectionFailed, PoolExhausted
 from green_happybase.testing import HBaseServer
-from poolkit import ROWS, ask, balanced, fill_table, make_pool
+from poolkit import (
+    ROWS,
+    ask,
+    balanced,
+    fill_table,
+    hold_leases,
+    make_pool,
+    wait_until_waiting,
+)
 
 
 @pytest.fixture
@@ -99,11 +107,14 @@ def test_drain_replaces_every_connection_during_an_interruption_storm(hbase_serv
     with pool.connection() as conn:
         before = {conn}
     workers = [gevent.spawn(worker) for _ in range(8)]
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # some load before the drain (any amount will do)
     before |= set(pool._leases.values()) | set(pool._idle)
     pool.drain()
     drained.set()
-    gevent.sleep(0.1)
+    for _ in range(5000):  # bounded: until leases begun after the drain returned
+        if len(seen_after_drain) >= 4:
+            break
+        gevent.sleep(0.001)
     stop.set()
     gevent.joinall(workers, timeout=10)
     assert all(w.successful() for w in workers)
@@ -118,25 +129,16 @@ def test_drain_replaces_every_connection_during_an_interruption_storm(hbase_serv
 def test_resize_down_then_up_serves_waiters(hbase_server):
     pool = make_pool(hbase_server, size=4)
     fill_table(pool)
-    holders, release = [], Event()
-
-    def hold():
-        with pool.connection():
-            release.wait()
-
-    holders = [gevent.spawn(hold) for _ in range(4)]
-    gevent.sleep(0.01)
+    release, holders = hold_leases(pool, 4)
     assert pool.stats()["in_use"] == 4
     pool.resize(2)
     release.set()
     gevent.joinall(holders, timeout=10)
     assert pool.stats()["open"] <= 2 and pool.size == 2
     # Up again: greenlets queued at size 2 are served by the new slots.
-    release = Event()
-    holders = [gevent.spawn(hold) for _ in range(2)]
-    gevent.sleep(0.01)
+    release, holders = hold_leases(pool, 2)
     waiting = [gevent.spawn(ask, pool, 1) for _ in range(3)]
-    gevent.sleep(0.01)
+    wait_until_waiting(pool, 3)
     assert pool.stats()["waiting"] == 3
     pool.resize(5)
     assert all(w.get(timeout=10) for w in waiting)
@@ -296,7 +298,10 @@ def test_a_correct_configuration_makes_one_probe_per_host(hbase_server):
             release.wait()
 
     holders = [gevent.spawn(hold) for _ in range(3)]  # three connections
-    gevent.sleep(0.05)
+    for _ in range(1000):  # bounded: until all three hold their lease
+        if pool.stats()["in_use"] == 3:
+            break
+        gevent.sleep(0.001)
     release.set()
     gevent.joinall(holders, timeout=10)
     assert all(h.successful() for h in holders)
